@@ -1,0 +1,40 @@
+"""semcache: a semantic-similarity response cache for instructor.
+
+    from semcache import SemanticCache
+    cache = SemanticCache("cache.db", threshold=0.9)
+    client = cache.wrap(instructor.from_openai(OpenAI()))
+
+Importing semcache never imports torch or FAISS: they load on the first semantic lookup.
+"""
+
+from semcache.cache import DEFAULT_THRESHOLD, SemanticCache, cache_hit
+from semcache.embedding import Embedder, SentenceTransformerEmbedder
+from semcache.errors import (
+    ConfigMismatchError,
+    EmbedderError,
+    LockTimeoutError,
+    SemcacheError,
+    StoreError,
+    UncacheableRequestError,
+    UsageError,
+)
+from semcache.models import CacheHit, CacheStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "CacheHit",
+    "CacheStats",
+    "ConfigMismatchError",
+    "Embedder",
+    "EmbedderError",
+    "LockTimeoutError",
+    "SemanticCache",
+    "SemcacheError",
+    "SentenceTransformerEmbedder",
+    "StoreError",
+    "UncacheableRequestError",
+    "UsageError",
+    "cache_hit",
+]

@@ -1,0 +1,39 @@
+"""The exceptions semcache raises.
+
+One base, ``SemcacheError``, so callers can catch everything from the cache in one place; every
+subclass also inherits the built-in it naturally is, so code that already catches ``ValueError`` or
+``TimeoutError`` keeps working.
+"""
+
+from __future__ import annotations
+
+
+class SemcacheError(Exception):
+    """Base class of every error raised by semcache."""
+
+
+class ConfigMismatchError(SemcacheError, ValueError):
+    """The cache file was created with settings (embedder, format) that differ from the ones given.
+
+    Raised instead of silently mixing vectors from two embedding models in one index.
+    """
+
+
+class UncacheableRequestError(SemcacheError, TypeError):
+    """A request cannot be serialized unambiguously, so it must not get a cache key."""
+
+
+class StoreError(SemcacheError, RuntimeError):
+    """The SQLite store cannot be opened or read (damaged file, not a database, I/O error)."""
+
+
+class LockTimeoutError(StoreError, TimeoutError):
+    """Another writer held the database lock for longer than the configured wait."""
+
+
+class EmbedderError(SemcacheError, RuntimeError):
+    """The embedding model could not be loaded or produced unusable vectors."""
+
+
+class UsageError(SemcacheError, ValueError):
+    """An argument is out of range or of the wrong kind (a threshold outside [-1, 1], say)."""

@@ -1,0 +1,57 @@
+"""Plain data types shared by every layer: what a lookup returns and what stats report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Tier = Literal["exact", "semantic"]
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    """A cached answer served instead of a provider call.
+
+    ``value`` is an instance of the *current* response_model, validated from the stored JSON;
+    ``completion`` is the stored raw completion restored as nested ``SimpleNamespace`` (or None when
+    none was stored). ``similarity`` is the cosine similarity in [-1, 1] between the query's text and
+    ``matched_prompt`` (1.0 for an exact hit).
+    """
+
+    value: Any
+    completion: Any
+    similarity: float
+    tier: Tier
+    entry_id: int
+    matched_prompt: str | None
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Totals since the cache file was created, across every process that used it."""
+
+    entries: int
+    exact_hits: int
+    semantic_hits: int
+    misses: int
+    calls_avoided: int
+    tokens_avoided: int
+
+    @property
+    def hit_rate(self) -> float:
+        """Hits over lookups; 0.0 before the first lookup."""
+        lookups = self.exact_hits + self.semantic_hits + self.misses
+        return (self.exact_hits + self.semantic_hits) / lookups if lookups else 0.0
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """One row of the entries table, as the cache needs it to serve a hit."""
+
+    id: int
+    exact_key: str
+    scope: str
+    prompt: str | None
+    response_json: str
+    raw_json: str | None
+    total_tokens: int

@@ -1,0 +1,341 @@
+"""The SQLite store: the source of truth for entries, their embeddings, settings and counters.
+
+Plain tables with JSON in text columns, so ``sqlite3`` and Datasette users can read a cache file.
+The FAISS index is derived from the ``embedding`` column and can always be rebuilt from it.
+
+Concurrency model: one connection per thread (re-opened after a fork), WAL so readers never block
+the writer, and every write through ``transaction()`` (``BEGIN IMMEDIATE``; a bounded wait on a
+locked database that ends in ``LockTimeoutError``). Entry ids come from AUTOINCREMENT: never reused,
+and, since writers are serialized, committed in increasing order, which is what lets the index catch
+up with ``WHERE id > watermark``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlite_utils
+
+from semcache.errors import ConfigMismatchError, LockTimeoutError, StoreError
+from semcache.models import StoredEntry
+
+FORMAT_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    exact_key TEXT NOT NULL UNIQUE,
+    scope TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    model TEXT,
+    schema_name TEXT NOT NULL,
+    prompt TEXT,
+    request_json TEXT NOT NULL,
+    response_json TEXT NOT NULL,
+    raw_json TEXT,
+    usage_json TEXT,
+    total_tokens INTEGER NOT NULL DEFAULT 0,
+    embedding BLOB,
+    created_at REAL NOT NULL,
+    last_hit_at REAL,
+    hits INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS entries_scope_id ON entries (scope, id);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+_ENTRY_COLUMNS = "id, exact_key, scope, prompt, response_json, raw_json, total_tokens"
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """What the cache writes for one answered request."""
+
+    exact_key: str
+    scope: str
+    namespace: str
+    model: str | None
+    schema_name: str
+    prompt: str | None
+    request_json: str
+    response_json: str
+    raw_json: str | None
+    usage_json: str | None
+    total_tokens: int
+    embedding: np.ndarray | None
+
+
+class Store:
+    """SQLite access for one cache file (or a private in-memory database for ``":memory:"``)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
+        self.busy_timeout = busy_timeout
+        if str(path) == ":memory:":
+            # A named shared-cache memory database, so every thread's connection sees the same data.
+            self._target = f"file:semcache-{uuid.uuid4().hex}?mode=memory&cache=shared"
+            self._uri = True
+            self.path: Path | None = None
+        else:
+            self.path = Path(path)
+            self._target = str(self.path)
+            self._uri = False
+            _create_private(self.path)
+        self._local = threading.local()
+        self._closed = False
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        # The first connection of a memory database keeps it alive for the cache's lifetime.
+        self._keepalive = self.connection()
+        try:
+            with self.transaction() as conn:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)  # idempotent DDL
+            self._ensure_views()
+        except (sqlite3.DatabaseError, StoreError) as exc:
+            self.close()
+            raise StoreError(f"{self._target} is not a usable semcache database: {exc}") from exc
+
+    # -- connections and transactions -------------------------------------------------------
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use (and again in a forked child)."""
+        if self._closed:
+            raise StoreError("the cache is closed")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            try:
+                conn = sqlite3.connect(
+                    self._target,
+                    uri=self._uri,
+                    timeout=self.busy_timeout,
+                    isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                    check_same_thread=False,
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"cannot open {self._target}: {exc}") from exc
+            self._local.conn = conn
+            self._local.pid = os.getpid()
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: ``BEGIN IMMEDIATE``, commit on success, rollback on any error."""
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise LockTimeoutError(
+                    f"{self._target} stayed locked for more than {self.busy_timeout:g} s"
+                ) from exc
+            raise StoreError(f"cannot write to {self._target}: {exc}") from exc
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every connection this store opened; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._all_lock:
+            for conn in self._all:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._all.clear()
+
+    def _ensure_views(self) -> None:
+        db = sqlite_utils.Database(self.connection())
+        if "scope_summary" not in db.view_names():
+            db.create_view(
+                "scope_summary",
+                """SELECT scope, namespace, model, schema_name, count(*) AS entries,
+                          sum(hits) AS hits, max(created_at) AS last_created
+                   FROM entries GROUP BY scope, namespace, model, schema_name""",
+                ignore=True,
+            )
+
+    # -- settings ---------------------------------------------------------------------------
+
+    def settings(self) -> dict[str, str]:
+        rows = self.connection().execute("SELECT key, value FROM settings").fetchall()
+        return {str(k): str(v) for k, v in rows}
+
+    def check_settings(self, expected: Mapping[str, str]) -> None:
+        """Record ``expected`` on first use; refuse to open a file created with other settings."""
+        with self.transaction() as conn:
+            stored = dict(conn.execute("SELECT key, value FROM settings").fetchall())
+            version = stored.get("format_version")
+            if version is not None and version != str(FORMAT_VERSION):
+                raise ConfigMismatchError(
+                    f"cache file has format version {version}; this semcache reads {FORMAT_VERSION}"
+                )
+            for key, value in expected.items():
+                if key in stored and stored[key] != value:
+                    raise ConfigMismatchError(
+                        f"cache file was created with {key}={stored[key]!r}, "
+                        f"not {value!r}: open it with the same embedder, or use another file"
+                    )
+            missing = {"format_version": str(FORMAT_VERSION), "created_at": str(time.time())}
+            missing.update(expected)
+            conn.executemany(
+                "INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)", missing.items()
+            )
+
+    # -- entries ----------------------------------------------------------------------------
+
+    def get_exact(self, exact_key: str) -> StoredEntry | None:
+        row = (
+            self.connection()
+            .execute(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE exact_key = ?", (exact_key,))
+            .fetchone()
+        )
+        return StoredEntry(*row) if row else None
+
+    def get_many(self, ids: list[int]) -> dict[int, StoredEntry]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = (
+            self.connection()
+            .execute(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE id IN ({marks})", ids)
+            .fetchall()
+        )
+        return {int(row[0]): StoredEntry(*row) for row in rows}
+
+    def vectors_since(
+        self, scope: str, after_id: int, dimension: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and vectors of ``scope``'s embedded entries with id > ``after_id``, in id order.
+
+        Rows whose blob has the wrong size (a damaged or foreign row) are skipped, never indexed.
+        """
+        rows = (
+            self.connection()
+            .execute(
+                "SELECT id, embedding FROM entries WHERE scope = ? AND id > ? "
+                "AND embedding IS NOT NULL ORDER BY id",
+                (scope, after_id),
+            )
+            .fetchall()
+        )
+        width = dimension * 4
+        good = [(i, b) for i, b in rows if isinstance(b, bytes) and len(b) == width]
+        ids = np.fromiter((i for i, _ in good), dtype=np.int64, count=len(good))
+        if not good:
+            return ids, np.zeros((0, dimension), dtype=np.float32)
+        vectors = np.frombuffer(b"".join(b for _, b in good), dtype="<f4").reshape(-1, dimension)
+        return ids, vectors.astype(np.float32, copy=False)
+
+    def put(self, entry: NewEntry) -> tuple[int, int | None]:
+        """Insert an entry, replacing any entry with the same exact key, in one transaction.
+
+        Returns ``(new id, replaced id or None)``. The replacement gets a new id so that an index in
+        another process that still holds the old id can never reach the new answer through it.
+        """
+        blob = (
+            None
+            if entry.embedding is None
+            else np.ascontiguousarray(entry.embedding, dtype="<f4").tobytes()
+        )
+        with self.transaction() as conn:
+            old = conn.execute(
+                "SELECT id FROM entries WHERE exact_key = ?", (entry.exact_key,)
+            ).fetchone()
+            if old:
+                conn.execute("DELETE FROM entries WHERE id = ?", (old[0],))
+            cursor = conn.execute(
+                """INSERT INTO entries (exact_key, scope, namespace, model, schema_name, prompt,
+                       request_json, response_json, raw_json, usage_json, total_tokens, embedding,
+                       created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    entry.exact_key,
+                    entry.scope,
+                    entry.namespace,
+                    entry.model,
+                    entry.schema_name,
+                    entry.prompt,
+                    entry.request_json,
+                    entry.response_json,
+                    entry.raw_json,
+                    entry.usage_json,
+                    entry.total_tokens,
+                    blob,
+                    time.time(),
+                ),
+            )
+            new_id = cursor.lastrowid
+        assert new_id is not None
+        return int(new_id), (int(old[0]) if old else None)
+
+    def delete(self, entry_id: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+
+    def count(self) -> int:
+        return int(self.connection().execute("SELECT count(*) FROM entries").fetchone()[0])
+
+    # -- hit bookkeeping --------------------------------------------------------------------
+
+    def record(self, hits: Mapping[int, tuple[int, float]], counters: Mapping[str, int]) -> None:
+        """Add buffered hit counts (entry id -> (hits, last hit time)) and counter increments."""
+        if not hits and not any(counters.values()):
+            return
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE entries SET hits = hits + ?, last_hit_at = max(coalesce(last_hit_at, 0), ?) "
+                "WHERE id = ?",
+                [(n, ts, entry_id) for entry_id, (n, ts) in hits.items()],
+            )
+            conn.executemany(
+                "INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                [(name, n) for name, n in counters.items() if n],
+            )
+
+    def counters(self) -> dict[str, int]:
+        rows = self.connection().execute("SELECT name, value FROM counters").fetchall()
+        return {str(name): int(value) for name, value in rows}
+
+
+def _create_private(path: Path) -> None:
+    """Create the cache file readable by its owner only: it holds prompts and answers."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def dumps(value: Any) -> str:
+    """JSON for text columns: compact, keeps non-ASCII readable."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

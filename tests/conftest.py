@@ -1,0 +1,162 @@
+"""Shared fixtures: a fake OpenAI HTTP transport that counts calls, real clients, one loaded model.
+
+The provider is faked at the HTTP layer (``httpx.MockTransport``), so every test drives the real
+``openai`` and ``instructor`` code and semcache's real store, embedder and index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import instructor
+import pytest
+from openai import AsyncOpenAI, OpenAI
+
+from semcache import SemanticCache
+from semcache.embedding import SentenceTransformerEmbedder
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+Answer = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    for message in reversed(body["messages"]):
+        if message["role"] == "user":
+            content = message["content"]
+            if isinstance(content, str):
+                return content
+            return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def echo_answer(body: dict[str, Any]) -> dict[str, Any]:
+    """Answer every request with the text it was asked about: a wrong hit is visible at once."""
+    return {"text": last_user_text(body)}
+
+
+class FakeProvider:
+    """An OpenAI chat-completions endpoint answering with a tool call; counts the calls it gets."""
+
+    def __init__(self, answer: Answer = echo_answer) -> None:
+        self.answer = answer
+        self.calls: list[dict[str, Any]] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.calls)
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        self.calls.append(body)
+        tool = body["tools"][0]["function"]["name"] if body.get("tools") else "answer"
+        arguments = json.dumps(self.answer(body))
+        n_prompt = sum(len(str(m.get("content", ""))) for m in body["messages"]) // 4 + 1
+        usage = {"prompt_tokens": n_prompt, "completion_tokens": 7, "total_tokens": n_prompt + 7}
+        call = {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": tool, "arguments": arguments},
+        }
+        if body.get("stream"):
+            return self._stream(body, tool, arguments)
+        return httpx.Response(
+            200,
+            json={
+                "id": f"chatcmpl-{len(self.calls)}",
+                "object": "chat.completion",
+                "created": 1_700_000_000,
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "tool_calls",
+                        "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                    }
+                ],
+                "usage": usage,
+            },
+        )
+
+    def _stream(self, body: dict[str, Any], tool: str, arguments: str) -> httpx.Response:
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+            payload = {
+                "id": "chatcmpl-stream",
+                "object": "chat.completion.chunk",
+                "created": 1_700_000_000,
+                "model": body["model"],
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            return f"data: {json.dumps(payload)}\n\n"
+
+        head = {
+            "index": 0,
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": tool, "arguments": ""},
+        }
+        events = [chunk({"role": "assistant", "tool_calls": [head]})]
+        for i in range(0, len(arguments), 8):
+            piece = {"index": 0, "function": {"arguments": arguments[i : i + 8]}}
+            events.append(chunk({"tool_calls": [piece]}))
+        events.append(chunk({}, "tool_calls"))
+        events.append("data: [DONE]\n\n")
+        return httpx.Response(
+            200, content="".join(events).encode(), headers={"content-type": "text/event-stream"}
+        )
+
+
+@pytest.fixture(scope="session")
+def embedder() -> SentenceTransformerEmbedder:
+    """The bundled all-MiniLM-L6-v2, loaded once for the whole session."""
+    model = SentenceTransformerEmbedder()
+    model.embed(["warm up"])
+    return model
+
+
+@pytest.fixture
+def provider() -> FakeProvider:
+    return FakeProvider()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "cache.db"
+
+
+@pytest.fixture
+def cache(db_path: Path, embedder: SentenceTransformerEmbedder) -> Iterator[SemanticCache]:
+    with SemanticCache(db_path, threshold=0.85, embedder=embedder) as c:
+        yield c
+
+
+def openai_client(provider: FakeProvider) -> OpenAI:
+    transport = httpx.MockTransport(provider.handler)
+    return OpenAI(
+        api_key="sk-test", base_url="http://fake/v1", http_client=httpx.Client(transport=transport)
+    )
+
+
+def async_openai_client(provider: FakeProvider) -> AsyncOpenAI:
+    transport = httpx.MockTransport(provider.handler)
+    return AsyncOpenAI(
+        api_key="sk-test",
+        base_url="http://fake/v1",
+        http_client=httpx.AsyncClient(transport=transport),
+    )
+
+
+@pytest.fixture
+def client(cache: SemanticCache, provider: FakeProvider) -> Any:
+    return cache.wrap(instructor.from_openai(openai_client(provider)))
+
+
+@pytest.fixture
+def aclient(cache: SemanticCache, provider: FakeProvider) -> Any:
+    return cache.wrap(instructor.from_openai(async_openai_client(provider)))
