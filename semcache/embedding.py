@@ -126,7 +126,10 @@ class SentenceTransformerEmbedder:
     @property
     def dimension(self) -> int:
         model = self.model
-        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        get_dim = (
+            getattr(model, "get_embedding_dimension", None)
+            or model.get_sentence_embedding_dimension
+        )
         dim = get_dim()
         if not isinstance(dim, int) or dim <= 0:
             raise EmbedderError(f"embedding model {self._name!r} reports no dimension")
