@@ -189,6 +189,11 @@ class SemanticCache:
     def __len__(self) -> int:
         return self._store.count()
 
+    @property
+    def db(self) -> Store:
+        """The underlying store, for maintenance code (export, CLI) that works on rows."""
+        return self._store
+
     def flush(self) -> None:
         """Write buffered hit counts to the file (done every second and on close anyway)."""
         with self._pending_lock:
