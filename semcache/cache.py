@@ -1,25 +1,19 @@
-"""``SemanticCache``: the two tiers over the store, the embedder and the index.
+"""``SemanticCache``: the two tiers over the store, the embedder, the index and the verifier.
 
 A lookup tries the exact tier first (one indexed SQLite read, nothing embedded), then embeds the
 request's variable text and searches the FAISS index of the request's scope. A candidate at or above
-the threshold is served only if its stored JSON still validates against the *current*
-response_model; anything else is a miss. This module is the only one that knows all four building
-blocks; the instructor wrappers and the direct API both go through ``plan``/``serve``/``save``, so the
-lookup and store logic exists once for sync and async callers.
+the threshold must also pass the verifier and any feedback recorded against it, and its stored JSON
+must still validate against the *current* response_model; anything else is a miss. This module is
+the only one that knows all the building blocks; the instructor wrappers and the direct API both go
+through ``plan``/``serve``/``save``, so the lookup and store logic exists once for sync and async.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import logging
-import math
 import os
 import threading
 import time
-import warnings
-import weakref
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,20 +21,35 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from semcache import lifecycle
 from semcache.embedding import Embedder, resolve_embedder
-from semcache.errors import SemcacheError, UncacheableRequestError, UsageError
+from semcache.errors import UncacheableRequestError, UsageError
+from semcache.events import (
+    ErrorEvent,
+    EventBus,
+    EvictEvent,
+    HitEvent,
+    LookupEvent,
+    MissEvent,
+    StoreEvent,
+    VetoEvent,
+)
 from semcache.index import VectorIndex
 from semcache.keys import KeyedRequest, TextFn, build_key
+from semcache.ledger import Ledger
 from semcache.models import CacheHit, CacheStats, StoredEntry, Tier
 from semcache.serialization import attach, dump_completion, restore_completion
 from semcache.store import NewEntry, Store
+from semcache.verify import Verdict, Verifier
 
 logger = logging.getLogger("semcache")
 
 DEFAULT_THRESHOLD = 0.9
 DEFAULT_NAMESPACE = "default"
-_FLUSH_SECONDS = 1.0
-_CANDIDATES = 4  # nearest neighbours examined, so one stale or invalid entry does not hide the next
+# A query this close to one a hit was marked wrong for is treated as the same query.
+FEEDBACK_RADIUS = 0.95
+_CANDIDATES = 4  # nearest neighbours examined, so one stale or vetoed entry does not hide the next
+_DEFAULT_VERIFIER: Any = object()
 
 
 @dataclass
@@ -51,9 +60,10 @@ class Plan:
     response_model: type[BaseModel]
     context: Mapping[str, Any] | None
     strict: bool
-    threshold: float
+    threshold: float | None = None  # a per-call override
     read: bool = True
     write: bool = True
+    ttl: float | None = None
     vector: np.ndarray | None = field(default=None, repr=False)
     embeddable: bool | None = None  # decided on the first semantic lookup
 
@@ -63,10 +73,11 @@ class SemanticCache:
 
     ``threshold`` is a cosine similarity in [-1, 1]: a semantic hit needs
     ``similarity >= threshold``. ``embedder`` is None for the bundled offline all-MiniLM-L6-v2, a
-    sentence-transformers model name, a ``SentenceTransformer`` or any ``Embedder``. ``namespace``
-    separates tenants sharing a file: entries of one namespace are never served to another.
-    ``text_fn(messages, context)`` picks the text to embed (default: the last user message, or the
-    rendered template variables); returning None makes a request exact-only.
+    sentence-transformers model name, a ``SentenceTransformer`` or any ``Embedder``. ``verifier``
+    vetoes candidates whose texts differ in meaning (None: no verification). ``namespace``
+    separates tenants sharing a file. ``text_fn(messages, context)`` picks the text to embed.
+    ``ttl`` (seconds) is the default lifetime of an entry; ``max_entries`` bounds the file, evicting
+    the least recently used entries. ``audit=True`` records every semantic decision.
     """
 
     def __init__(
@@ -75,36 +86,50 @@ class SemanticCache:
         *,
         threshold: float = DEFAULT_THRESHOLD,
         embedder: Embedder | str | Any | None = None,
+        verifier: Verifier | None = _DEFAULT_VERIFIER,
         namespace: str = DEFAULT_NAMESPACE,
         text_fn: TextFn | None = None,
+        ttl: float | None = None,
+        max_entries: int | None = None,
+        audit: bool = False,
+        audit_retention: float = 30 * 86400.0,
+        audit_max_rows: int = 100_000,
         busy_timeout: float = 5.0,
     ) -> None:
-        self.threshold = _check_threshold(threshold)
+        self.threshold = check_threshold(threshold)
         if not isinstance(namespace, str) or not namespace:
             raise UsageError("namespace must be a non-empty string")
         self.namespace = namespace
         self.text_fn = text_fn
+        self.ttl = lifecycle.check_ttl(ttl)
+        self.max_entries = lifecycle.check_max_entries(max_entries)
+        self.audit, self.audit_retention, self.audit_max_rows = (
+            audit,
+            audit_retention,
+            audit_max_rows,
+        )
         self.embedder = resolve_embedder(embedder)
+        self.verifier = lifecycle.resolve_verifier(verifier, _DEFAULT_VERIFIER)
+        self.events = EventBus()
         self._store = Store(path, busy_timeout=busy_timeout)
         try:
             self._store.check_settings({"embedder_name": self.embedder.name})
+            self._thresholds = self._store.thresholds()
         except BaseException:
             self._store.close()
             raise
+        self._ledger = Ledger(self._store)
+        self._maintenance = lifecycle.Maintenance()
         self._index: VectorIndex | None = None
         self._index_lock = threading.Lock()
-        self._pending_hits: dict[int, tuple[int, float]] = {}
-        self._pending_counts: Counter[str] = Counter()
-        self._pending_lock = threading.Lock()
-        self._last_flush = time.monotonic()
         self._closed = False
-        _OPEN.add(self)
+        lifecycle.track(self)
 
     # -- public API ---------------------------------------------------------------------------
 
     def wrap(self, client: Any) -> Any:
-        """Return ``client`` (an instructor client, sync or async) with its calls going through
-        this cache; see ``semcache.integrations.instructor``."""
+        """Return ``client`` (an instructor client, sync or async) with its structured calls
+        going through this cache; see ``semcache.integrations.instructor``."""
         from semcache.integrations.instructor import wrap
 
         return wrap(self, client)
@@ -128,16 +153,9 @@ class SemanticCache:
         entries stored here are found by wrapped OpenAI clients and the other way round.
         """
         plan = self.plan(
-            messages=messages,
-            response_model=response_model,
-            model=model,
-            context=context,
-            strict=strict,
-            provider=provider,
-            mode=mode,
-            params=params,
-            threshold=threshold,
-        )
+            messages=messages, response_model=response_model, model=model, context=context,
+            strict=strict, provider=provider, mode=mode, params=params, threshold=threshold,
+        )  # fmt: skip
         return self.serve(plan) if plan is not None else None
 
     def store(
@@ -152,6 +170,7 @@ class SemanticCache:
         strict: bool = True,
         provider: str = "openai",
         mode: str = "tool_call",
+        ttl: float | None = None,
         **params: Any,
     ) -> int | None:
         """Store ``value`` (and the raw ``completion``) as the answer to a request.
@@ -161,15 +180,9 @@ class SemanticCache:
         if not isinstance(value, response_model):
             raise UsageError(f"value is a {type(value).__name__}, not a {response_model.__name__}")
         plan = self.plan(
-            messages=messages,
-            response_model=response_model,
-            model=model,
-            context=context,
-            strict=strict,
-            provider=provider,
-            mode=mode,
-            params=params,
-        )
+            messages=messages, response_model=response_model, model=model, context=context,
+            strict=strict, provider=provider, mode=mode, params=params, ttl=ttl,
+        )  # fmt: skip
         return self.save(plan, value, completion) if plan is not None else None
 
     def stats(self) -> CacheStats:
@@ -186,6 +199,40 @@ class SemanticCache:
             tokens_avoided=counters.get("tokens_avoided", 0),
         )
 
+    def set_threshold(
+        self,
+        threshold: float | None,
+        *,
+        response_model: type[BaseModel] | None = None,
+        scope: str | None = None,
+        source: str = "user",
+    ) -> None:
+        """Persist a threshold for one response_model (by schema title) or one scope, or, with
+        neither, the file's default. ``None`` removes it. Precedence at lookup: the call's
+        ``semcache_threshold``, then the scope's, the response_model's, the file's, the
+        constructor's."""
+        if threshold is not None:
+            check_threshold(threshold)
+        target = lifecycle.threshold_target(response_model, scope)
+        self._store.set_threshold(target, threshold, source)
+        self._thresholds = self._store.thresholds()
+
+    def thresholds(self) -> dict[str, float]:
+        """The persisted thresholds by target (``scope:…``, ``schema:…`` or ``default``)."""
+        return dict(self._thresholds)
+
+    def mark_wrong(self, hit: CacheHit, *, note: str = "") -> None:
+        """Record that ``hit`` was a wrong answer. It is never served again for that query or a
+        near-duplicate of it (cosine >= 0.95); an exact hit's entry is deleted outright."""
+        vector = None
+        if hit.tier == "semantic" and hit.query is not None:
+            vector = self.embedder.embed([hit.query])[0]
+        self._store.add_feedback(
+            hit.entry_id, hit.scope, hit.query, hit.matched_prompt, hit.similarity, vector, note
+        )
+        if hit.tier == "exact":
+            self._store.delete(hit.entry_id)
+
     def __len__(self) -> int:
         return self._store.count()
 
@@ -195,24 +242,11 @@ class SemanticCache:
         return self._store
 
     def flush(self) -> None:
-        """Write buffered hit counts to the file (done every second and on close anyway)."""
-        with self._pending_lock:
-            hits, counts = self._pending_hits, self._pending_counts
-            self._pending_hits, self._pending_counts = {}, Counter()
-            self._last_flush = time.monotonic()
-        try:
-            self._store.record(hits, counts)
-        except (SemcacheError, OSError, _sqlite_error()) as exc:
-            # Counts are bookkeeping: keep them for the next flush rather than fail a lookup.
-            logger.debug("semcache: could not write hit counts yet: %s", exc)
-            with self._pending_lock:
-                for entry_id, (n, ts) in hits.items():
-                    old_n, old_ts = self._pending_hits.get(entry_id, (0, 0.0))
-                    self._pending_hits[entry_id] = (old_n + n, max(old_ts, ts))
-                self._pending_counts.update(counts)
+        """Write buffered hit counts, vetoes and audit rows (done every second anyway)."""
+        self._ledger.flush()
 
     def close(self) -> None:
-        """Write pending counts and close the file; idempotent."""
+        """Write pending bookkeeping and close the file; idempotent."""
         if self._closed:
             return
         try:
@@ -220,7 +254,7 @@ class SemanticCache:
         finally:
             self._closed = True
             self._store.close()
-            _OPEN.discard(self)
+            lifecycle.untrack(self)
 
     def __enter__(self) -> SemanticCache:
         return self
@@ -244,6 +278,7 @@ class SemanticCache:
         threshold: float | None = None,
         read: bool = True,
         write: bool = True,
+        ttl: float | None = None,
     ) -> Plan | None:
         """Key a request; None when it cannot be cached (it then goes to the provider as is)."""
         if not (isinstance(response_model, type) and issubclass(response_model, BaseModel)):
@@ -252,41 +287,52 @@ class SemanticCache:
             return None
         try:
             keyed = build_key(
-                provider=provider,
-                mode=mode,
-                model=model,
-                messages=messages,
-                response_model=response_model,
-                context=context,
-                strict=strict,
-                params=params,
-                namespace=self.namespace,
-                text_fn=self.text_fn,
-            )
+                provider=provider, mode=mode, model=model, messages=messages,
+                response_model=response_model, context=context, strict=strict, params=params,
+                namespace=self.namespace, text_fn=self.text_fn,
+            )  # fmt: skip
         except UncacheableRequestError as exc:
             logger.debug("semcache: request not cached: %s", exc)
             return None
         return Plan(
-            keyed=keyed,
-            response_model=response_model,
-            context=context,
-            strict=strict,
-            threshold=self.threshold if threshold is None else _check_threshold(threshold),
-            read=read,
-            write=write,
-        )
+            keyed=keyed, response_model=response_model, context=context, strict=strict,
+            threshold=None if threshold is None else check_threshold(threshold),
+            read=read, write=write, ttl=lifecycle.check_ttl(ttl),
+        )  # fmt: skip
 
     def serve(self, plan: Plan) -> CacheHit | None:
         """Answer ``plan`` from the cache, or None. Never raises for an internal failure: a broken
         cache falls back to the provider with a warning."""
         if not plan.read:
             return None
+        start = time.perf_counter()
         try:
             hit = self._serve(plan)
         except Exception as exc:
             logger.warning("semcache: lookup failed, calling the provider: %s", exc)
+            self._emit(ErrorEvent(plan.keyed.namespace, plan.keyed.scope, "lookup", str(exc)))
             hit = None
-        self._count(hit)
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        keyed = plan.keyed
+        if hit is None:
+            self._ledger.count("misses")
+        else:
+            self._ledger.count(f"{hit.tier}_hits")
+            self._ledger.hit(hit.entry_id, _tokens_of(hit.completion))
+        if self.events.active:
+            self._emit(LookupEvent(
+                keyed.namespace, keyed.scope, hit.tier if hit else None,
+                hit.similarity if hit else None, latency_ms, hit.entry_id if hit else None,
+            ))  # fmt: skip
+            if hit is None:
+                self._emit(MissEvent(keyed.namespace, keyed.scope, keyed.text))
+            else:
+                self._emit(HitEvent(
+                    keyed.namespace, keyed.scope, hit.tier, hit.similarity, hit.entry_id,
+                    keyed.text, hit.matched_prompt,
+                ))  # fmt: skip
+        if self._ledger.due():
+            self._maintain()
         return hit
 
     def save(self, plan: Plan, value: BaseModel, completion: Any) -> int | None:
@@ -297,38 +343,76 @@ class SemanticCache:
             return self._save(plan, value, completion)
         except Exception as exc:
             logger.warning("semcache: could not store an answer: %s", exc)
+            self._emit(ErrorEvent(plan.keyed.namespace, plan.keyed.scope, "store", str(exc)))
             return None
 
     # -- internals ------------------------------------------------------------------------------
 
     def _serve(self, plan: Plan) -> CacheHit | None:
-        keyed = plan.keyed
-        entry = self._store.get_exact(keyed.exact_key)
+        keyed, now = plan.keyed, time.time()
+        entry = self._store.get_exact(keyed.exact_key, now)
         if entry is not None:
             hit = self._rehydrate(plan, entry, 1.0, "exact")
             if hit is not None:
                 return hit
         if not self._embeddable(plan):
             return None
+        start = time.perf_counter()
         vector = self._vector(plan)
         index = self._catch_up(keyed.scope)
-        candidates = [
-            (i, s) for i, s in index.search(keyed.scope, vector, _CANDIDATES) if s >= plan.threshold
-        ]
-        if not candidates:
-            return None
-        rows = self._store.get_many([i for i, _ in candidates])
+        threshold = self._threshold_for(plan)
+        found = index.search(keyed.scope, vector, _CANDIDATES)
+        candidates = [(i, s) for i, s in found if s >= threshold]
+        rows = self._store.get_many([i for i, _ in candidates], now)
         gone = [i for i, _ in candidates if i not in rows]
-        if gone:  # deleted or replaced elsewhere: drop from this process's index
+        if gone:  # deleted, expired or replaced elsewhere: drop from this process's index
             index.remove(keyed.scope, gone)
+        wrong_for = self._store.wrong_queries(list(rows), index.dimension)
+        verdict: Verdict | None = None
         for entry_id, similarity in candidates:
             row = rows.get(entry_id)
-            if row is None or row.scope != keyed.scope:
+            if row is None or row.scope != keyed.scope or row.prompt is None:
+                continue
+            verdict = self._verify(plan, row, similarity, vector, wrong_for.get(entry_id))
+            if not verdict.accept:
                 continue
             hit = self._rehydrate(plan, row, min(similarity, 1.0), "semantic")
             if hit is not None:
+                self._audit(plan, start, row, similarity, "hit", "")
                 return hit
+        best = found[0] if found else None
+        if verdict is None:
+            self._audit(plan, start, None, best[1] if best else None, "below_threshold", "")
         return None
+
+    def _verify(
+        self,
+        plan: Plan,
+        row: StoredEntry,
+        similarity: float,
+        vector: np.ndarray,
+        wrong_for: np.ndarray | None,
+    ) -> Verdict:
+        """Feedback first (a hit marked wrong for a near-duplicate query), then the verifier."""
+        query = plan.keyed.text or ""
+        assert row.prompt is not None
+        if wrong_for is not None and float((wrong_for @ vector).max()) >= FEEDBACK_RADIUS:
+            verdict = Verdict(False, "marked wrong for a near-duplicate query", "feedback")
+        else:
+            verdict = self.verifier.verify(query, row.prompt, similarity)
+        if not verdict.accept:
+            stage = verdict.stage or self.verifier.name
+            scope = plan.keyed.scope
+            self._ledger.row("vetoes", (
+                time.time(), scope, row.id, query, row.prompt, similarity, stage, verdict.reason,
+            ))  # fmt: skip
+            self._audit(plan, None, row, similarity, "veto", f"{stage}: {verdict.reason}")
+            if self.events.active:
+                self._emit(VetoEvent(
+                    plan.keyed.namespace, scope, row.id, query, row.prompt, similarity, stage,
+                    verdict.reason,
+                ))  # fmt: skip
+        return verdict
 
     def _save(self, plan: Plan, value: BaseModel, completion: Any) -> int | None:
         keyed, model_cls = plan.keyed, plan.response_model
@@ -342,25 +426,56 @@ class SemanticCache:
             return None
         raw_json, usage_json, total_tokens = dump_completion(completion)
         vector = self._vector(plan) if self._embeddable(plan) else None
+        ttl = plan.ttl if plan.ttl is not None else self.ttl
         entry_id, replaced = self._store.put(
             NewEntry(
-                exact_key=keyed.exact_key,
-                scope=keyed.scope,
-                namespace=keyed.namespace,
-                model=keyed.model,
-                schema_name=keyed.schema_name,
-                prompt=keyed.text,
-                request_json=keyed.request_json,
-                response_json=response_json,
-                raw_json=raw_json,
-                usage_json=usage_json,
-                total_tokens=total_tokens,
-                embedding=vector,
+                exact_key=keyed.exact_key, scope=keyed.scope, namespace=keyed.namespace,
+                model=keyed.model, schema_name=keyed.schema_name, prompt=keyed.text,
+                request_json=keyed.request_json, response_json=response_json, raw_json=raw_json,
+                usage_json=usage_json, total_tokens=total_tokens, embedding=vector,
+                expires_at=None if ttl is None else time.time() + ttl,
             )
-        )
+        )  # fmt: skip
         if replaced is not None and self._index is not None:
             self._index.remove(keyed.scope, [replaced])
+        self._emit(StoreEvent(keyed.namespace, keyed.scope, entry_id, replaced))
+        if self.max_entries is not None:
+            self.flush()  # eviction is by last hit: write pending hit times first
+            self._evicted(self._store.evict_lru(self.max_entries), "size")
         return entry_id
+
+    def _maintain(self) -> None:
+        """Periodic work off the hot path: write bookkeeping, reclaim expired entries, apply the
+        audit log's retention, pick up thresholds another process set."""
+        self.flush()
+        try:
+            if self._maintenance.due("expire"):
+                self._evicted(self._store.evict_expired(time.time()), "ttl")
+            if self.audit and self._maintenance.due("audit"):
+                self._store.trim_audit(
+                    older_than=time.time() - self.audit_retention, max_rows=self.audit_max_rows
+                )
+            self._thresholds = self._store.thresholds()
+        except Exception as exc:
+            logger.debug("semcache: maintenance postponed: %s", exc)
+
+    def _evicted(self, gone: list[tuple[int, str]], reason: str) -> None:
+        by_scope: dict[str, list[int]] = {}
+        for entry_id, scope in gone:
+            by_scope.setdefault(scope, []).append(entry_id)
+        for scope, ids in by_scope.items():
+            if self._index is not None:
+                self._index.remove(scope, ids)
+            self._emit(EvictEvent(self.namespace, scope, tuple(ids), reason))
+
+    def _threshold_for(self, plan: Plan) -> float:
+        if plan.threshold is not None:
+            return plan.threshold
+        thresholds = self._thresholds
+        for target in (f"scope:{plan.keyed.scope}", f"schema:{plan.keyed.schema_name}", "default"):
+            if target in thresholds:
+                return thresholds[target]
+        return self.threshold
 
     def _embeddable(self, plan: Plan) -> bool:
         """Whether the request may use the semantic tier: it has a text the model reads whole.
@@ -409,37 +524,49 @@ class SemanticCache:
             return None
         completion = restore_completion(entry.raw_json)
         hit = CacheHit(
-            value=value,
-            completion=completion,
-            similarity=similarity,
-            tier=tier,
-            entry_id=entry.id,
-            matched_prompt=entry.prompt,
-        )
+            value=value, completion=completion, similarity=similarity, tier=tier,
+            entry_id=entry.id, matched_prompt=entry.prompt, query=plan.keyed.text,
+            scope=plan.keyed.scope,
+        )  # fmt: skip
         attach(value, "_raw_response", completion)
         attach(value, "_semcache_hit", hit)
         return hit
 
-    def _count(self, hit: CacheHit | None) -> None:
-        now = time.time()
-        with self._pending_lock:
-            if hit is None:
-                self._pending_counts["misses"] += 1
-            else:
-                self._pending_counts[f"{hit.tier}_hits"] += 1
-                n, _ = self._pending_hits.get(hit.entry_id, (0, 0.0))
-                self._pending_hits[hit.entry_id] = (n + 1, now)
-                tokens = _tokens_of(hit.completion)
-                self._pending_counts["tokens_avoided"] += tokens
-            due = time.monotonic() - self._last_flush >= _FLUSH_SECONDS
-        if due:
-            self.flush()
+    def _audit(
+        self,
+        plan: Plan,
+        start: float | None,
+        row: StoredEntry | None,
+        similarity: float | None,
+        verdict: str,
+        reason: str,
+    ) -> None:
+        if not self.audit:
+            return
+        latency_ms = 0.0 if start is None else (time.perf_counter() - start) * 1000.0
+        keyed = plan.keyed
+        self._ledger.row("audit", (
+            time.time(), keyed.namespace, keyed.scope, keyed.text, row.id if row else None,
+            row.prompt if row else None, similarity, verdict, reason, latency_ms,
+        ))  # fmt: skip
+
+    def _emit(self, event: Any) -> None:
+        self.events.emit(event)
 
 
 def cache_hit(value: Any) -> CacheHit | None:
     """The ``CacheHit`` that produced ``value``, or None when it came from the provider."""
     hit = getattr(value, "_semcache_hit", None)
     return hit if isinstance(hit, CacheHit) else None
+
+
+def check_threshold(threshold: float) -> float:
+    """A threshold is a cosine similarity: a real number in [-1, 1]."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise UsageError(f"threshold must be a number, got {type(threshold).__name__}")
+    if not -1.0 <= threshold <= 1.0:  # also refuses NaN
+        raise UsageError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
+    return float(threshold)
 
 
 def _tokens_of(completion: Any) -> int:
@@ -449,30 +576,3 @@ def _tokens_of(completion: Any) -> int:
         return total
     parts = [getattr(usage, name, 0) for name in ("input_tokens", "output_tokens")]
     return sum(p for p in parts if isinstance(p, int))
-
-
-def _check_threshold(threshold: float) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise UsageError(f"threshold must be a number, got {type(threshold).__name__}")
-    if math.isnan(threshold) or not -1.0 <= threshold <= 1.0:
-        raise UsageError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
-    return float(threshold)
-
-
-def _sqlite_error() -> type[Exception]:
-    import sqlite3
-
-    return sqlite3.Error
-
-
-_OPEN: weakref.WeakSet[SemanticCache] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_open_caches() -> None:
-    """Write buffered hit counts of caches the program never closed."""
-    for cache in list(_OPEN):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with contextlib.suppress(Exception):
-                cache.close()

@@ -24,6 +24,8 @@ class CacheHit:
     tier: Tier
     entry_id: int
     matched_prompt: str | None
+    query: str | None = None  # the text that was looked up (None when exact-only)
+    scope: str = ""
 
 
 @dataclass(frozen=True)

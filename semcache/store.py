@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,14 +53,65 @@ CREATE TABLE IF NOT EXISTS entries (
     embedding BLOB,
     created_at REAL NOT NULL,
     last_hit_at REAL,
-    hits INTEGER NOT NULL DEFAULT 0
+    hits INTEGER NOT NULL DEFAULT 0,
+    expires_at REAL
 );
 CREATE INDEX IF NOT EXISTS entries_scope_id ON entries (scope, id);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS thresholds (
+    target TEXT PRIMARY KEY,
+    threshold REAL NOT NULL,
+    source TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS vetoes (
+    id INTEGER PRIMARY KEY,
+    created_at REAL NOT NULL,
+    scope TEXT NOT NULL,
+    entry_id INTEGER NOT NULL,
+    query TEXT NOT NULL,
+    candidate TEXT NOT NULL,
+    similarity REAL NOT NULL,
+    stage TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY,
+    created_at REAL NOT NULL,
+    entry_id INTEGER NOT NULL,
+    scope TEXT NOT NULL,
+    query TEXT,
+    candidate TEXT,
+    similarity REAL,
+    query_embedding BLOB,
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS feedback_entry ON feedback (entry_id);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    created_at REAL NOT NULL,
+    namespace TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    query TEXT,
+    entry_id INTEGER,
+    matched_prompt TEXT,
+    similarity REAL,
+    verdict TEXT NOT NULL,
+    reason TEXT,
+    latency_ms REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_created ON audit (created_at);
 """
+
+_LOG_INSERTS = {
+    "vetoes": "INSERT INTO vetoes (created_at, scope, entry_id, query, candidate, similarity, "
+    "stage, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "audit": "INSERT INTO audit (created_at, namespace, scope, query, entry_id, matched_prompt, "
+    "similarity, verdict, reason, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+}
 
 _ENTRY_COLUMNS = "id, exact_key, scope, prompt, response_json, raw_json, total_tokens"
 
@@ -81,6 +132,7 @@ class NewEntry:
     usage_json: str | None
     total_tokens: int
     embedding: np.ndarray | None
+    expires_at: float | None = None
 
 
 class Store:
@@ -212,21 +264,31 @@ class Store:
 
     # -- entries ----------------------------------------------------------------------------
 
-    def get_exact(self, exact_key: str) -> StoredEntry | None:
+    def get_exact(self, exact_key: str, now: float) -> StoredEntry | None:
+        """The live (unexpired) entry stored under ``exact_key``."""
         row = (
             self.connection()
-            .execute(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE exact_key = ?", (exact_key,))
+            .execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE exact_key = ? "
+                "AND (expires_at IS NULL OR expires_at > ?)",
+                (exact_key, now),
+            )
             .fetchone()
         )
         return StoredEntry(*row) if row else None
 
-    def get_many(self, ids: list[int]) -> dict[int, StoredEntry]:
+    def get_many(self, ids: list[int], now: float) -> dict[int, StoredEntry]:
+        """The live entries among ``ids``; expired and deleted ones are simply absent."""
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
         rows = (
             self.connection()
-            .execute(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE id IN ({marks})", ids)
+            .execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE id IN ({marks}) "
+                "AND (expires_at IS NULL OR expires_at > ?)",
+                [*ids, now],
+            )
             .fetchall()
         )
         return {int(row[0]): StoredEntry(*row) for row in rows}
@@ -275,8 +337,8 @@ class Store:
             cursor = conn.execute(
                 """INSERT INTO entries (exact_key, scope, namespace, model, schema_name, prompt,
                        request_json, response_json, raw_json, usage_json, total_tokens, embedding,
-                       created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       created_at, expires_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     entry.exact_key,
                     entry.scope,
@@ -291,6 +353,7 @@ class Store:
                     entry.total_tokens,
                     blob,
                     time.time(),
+                    entry.expires_at,
                 ),
             )
             new_id = cursor.lastrowid
@@ -301,16 +364,55 @@ class Store:
         with self.transaction() as conn:
             conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
 
+    def evict_expired(self, now: float) -> list[tuple[int, str]]:
+        """Delete expired entries; returns their ``(id, scope)``."""
+        with self.transaction() as conn:
+            gone = conn.execute(
+                "SELECT id, scope FROM entries WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                (now,),
+            ).fetchall()
+            conn.execute(
+                "DELETE FROM entries WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+            )
+        return [(int(i), str(s)) for i, s in gone]
+
+    def evict_lru(self, max_entries: int) -> list[tuple[int, str]]:
+        """Delete the least recently used entries beyond ``max_entries``; returns ``(id, scope)``.
+
+        Recency is the last hit, or the creation time of an entry never hit.
+        """
+        with self.transaction() as conn:
+            excess = int(conn.execute("SELECT count(*) FROM entries").fetchone()[0]) - max_entries
+            if excess <= 0:
+                return []
+            gone = conn.execute(
+                "SELECT id, scope FROM entries ORDER BY coalesce(last_hit_at, created_at), id "
+                "LIMIT ?",
+                (excess,),
+            ).fetchall()
+            conn.executemany("DELETE FROM entries WHERE id = ?", [(i,) for i, _ in gone])
+        return [(int(i), str(s)) for i, s in gone]
+
     def count(self) -> int:
         return int(self.connection().execute("SELECT count(*) FROM entries").fetchone()[0])
 
     # -- hit bookkeeping --------------------------------------------------------------------
 
-    def record(self, hits: Mapping[int, tuple[int, float]], counters: Mapping[str, int]) -> None:
-        """Add buffered hit counts (entry id -> (hits, last hit time)) and counter increments."""
-        if not hits and not any(counters.values()):
+    def record(
+        self,
+        hits: Mapping[int, tuple[int, float]],
+        counters: Mapping[str, int],
+        rows: Mapping[str, Sequence[tuple[Any, ...]]] | None = None,
+    ) -> None:
+        """Write buffered bookkeeping in one transaction: hit counts (entry id -> (hits, last hit
+        time)), counter increments, and rows for the ``vetoes`` and ``audit`` tables."""
+        rows = rows or {}
+        if not hits and not any(counters.values()) and not any(rows.values()):
             return
         with self.transaction() as conn:
+            for table, table_rows in rows.items():
+                if table_rows:
+                    conn.executemany(_LOG_INSERTS[table], table_rows)
             conn.executemany(
                 "UPDATE entries SET hits = hits + ?, last_hit_at = max(coalesce(last_hit_at, 0), ?) "
                 "WHERE id = ?",
@@ -321,6 +423,79 @@ class Store:
                 "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
                 [(name, n) for name, n in counters.items() if n],
             )
+
+    def trim_audit(self, *, older_than: float | None, max_rows: int | None) -> int:
+        """Apply the audit log's retention: drop rows older than a time and beyond a row count."""
+        with self.transaction() as conn:
+            removed = 0
+            if older_than is not None:
+                removed += conn.execute(
+                    "DELETE FROM audit WHERE created_at < ?", (older_than,)
+                ).rowcount
+            if max_rows is not None:
+                removed += conn.execute(
+                    "DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC "
+                    "LIMIT 1 OFFSET ?)",
+                    (max_rows,),
+                ).rowcount
+        return int(removed)
+
+    # -- thresholds and feedback --------------------------------------------------------------
+
+    def thresholds(self) -> dict[str, float]:
+        rows = self.connection().execute("SELECT target, threshold FROM thresholds").fetchall()
+        return {str(t): float(v) for t, v in rows}
+
+    def set_threshold(self, target: str, threshold: float | None, source: str) -> None:
+        with self.transaction() as conn:
+            if threshold is None:
+                conn.execute("DELETE FROM thresholds WHERE target = ?", (target,))
+            else:
+                conn.execute(
+                    "INSERT INTO thresholds (target, threshold, source, updated_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT(target) DO UPDATE SET "
+                    "threshold = excluded.threshold, source = excluded.source, "
+                    "updated_at = excluded.updated_at",
+                    (target, threshold, source, time.time()),
+                )
+
+    def add_feedback(
+        self,
+        entry_id: int,
+        scope: str,
+        query: str | None,
+        candidate: str | None,
+        similarity: float | None,
+        embedding: np.ndarray | None,
+        note: str,
+    ) -> None:
+        blob = None if embedding is None else np.ascontiguousarray(embedding, "<f4").tobytes()
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO feedback (created_at, entry_id, scope, query, candidate, similarity, "
+                "query_embedding, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), entry_id, scope, query, candidate, similarity, blob, note),
+            )
+
+    def wrong_queries(self, entry_ids: list[int], dimension: int) -> dict[int, np.ndarray]:
+        """For each entry with feedback, the embeddings of the queries it was wrong for."""
+        if not entry_ids:
+            return {}
+        marks = ",".join("?" * len(entry_ids))
+        rows = (
+            self.connection()
+            .execute(
+                f"SELECT entry_id, query_embedding FROM feedback WHERE entry_id IN ({marks}) "
+                "AND query_embedding IS NOT NULL",
+                entry_ids,
+            )
+            .fetchall()
+        )
+        found: dict[int, list[np.ndarray]] = {}
+        for entry_id, blob in rows:
+            if isinstance(blob, bytes) and len(blob) == dimension * 4:
+                found.setdefault(int(entry_id), []).append(np.frombuffer(blob, dtype="<f4"))
+        return {k: np.vstack(v) for k, v in found.items()}
 
     def counters(self) -> dict[str, int]:
         rows = self.connection().execute("SELECT name, value FROM counters").fetchall()

@@ -1,0 +1,100 @@
+"""Small pieces of a cache's life that are not lookups: argument checks, periodic maintenance
+timers, the default verifier, and closing caches a program forgot to close (so buffered hit counts
+reach the file at exit)."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import math
+import time
+import weakref
+from typing import Any
+
+from pydantic import BaseModel
+
+from semcache.errors import UsageError
+from semcache.keys import schema_fingerprint
+from semcache.verify import AcceptAll, Verifier
+
+# How often (seconds) each periodic job may run; checked on the lookup path, so the check is cheap.
+_PERIODS = {"expire": 30.0, "audit": 300.0}
+
+
+def check_ttl(ttl: float | None) -> float | None:
+    """A lifetime is a positive, finite number of seconds, or None for "never expires"."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl):
+        raise UsageError(f"ttl must be a number of seconds, got {ttl!r}")
+    if ttl <= 0:
+        raise UsageError(f"ttl must be positive, got {ttl}")
+    return float(ttl)
+
+
+def check_max_entries(max_entries: int | None) -> int | None:
+    if max_entries is None:
+        return None
+    if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+        raise UsageError(f"max_entries must be a positive integer, got {max_entries!r}")
+    return max_entries
+
+
+def resolve_verifier(verifier: Any, default_marker: Any) -> Verifier:
+    """The ``verifier=`` argument: the built-in default, None for no verification, or a Verifier."""
+    if verifier is default_marker:
+        from semcache.verifiers import default_verifier
+
+        return default_verifier()
+    if verifier is None:
+        return AcceptAll()
+    if not isinstance(verifier, Verifier):
+        raise UsageError(
+            "verifier must have a name and a verify(query, candidate, similarity) method; "
+            f"got {type(verifier).__name__}"
+        )
+    return verifier
+
+
+def threshold_target(response_model: type[BaseModel] | None, scope: str | None) -> str:
+    """Where a persisted threshold applies: one scope, one response_model, or the whole file."""
+    if response_model is not None and scope is not None:
+        raise UsageError("give response_model or scope, not both")
+    if scope is not None:
+        return f"scope:{scope}"
+    if response_model is not None:
+        return f"schema:{schema_fingerprint(response_model)[1]}"
+    return "default"
+
+
+class Maintenance:
+    """Timers for periodic jobs, so each runs at most once per its period."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def due(self, job: str) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(job, 0.0) < _PERIODS[job]:
+            return False
+        self._last[job] = now
+        return True
+
+
+_OPEN: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def track(cache: Any) -> None:
+    _OPEN.add(cache)
+
+
+def untrack(cache: Any) -> None:
+    _OPEN.discard(cache)
+
+
+@atexit.register
+def _close_open_caches() -> None:
+    """Write buffered bookkeeping of caches the program never closed."""
+    for cache in list(_OPEN):
+        with contextlib.suppress(Exception):
+            cache.close()
