@@ -39,6 +39,7 @@ from semcache.keys import KeyedRequest, TextFn, build_key
 from semcache.ledger import Ledger
 from semcache.models import CacheHit, CacheStats, StoredEntry, Tier
 from semcache.serialization import attach, dump_completion, restore_completion
+from semcache.shadow import Shadow
 from semcache.store import NewEntry, Store
 from semcache.verify import Verdict, Verifier
 
@@ -78,6 +79,9 @@ class SemanticCache:
     separates tenants sharing a file. ``text_fn(messages, context)`` picks the text to embed.
     ``ttl`` (seconds) is the default lifetime of an entry; ``max_entries`` bounds the file, evicting
     the least recently used entries. ``audit=True`` records every semantic decision.
+    ``shadow_rate`` is the fraction of semantic hits the wrapped clients re-ask the provider in the
+    background to measure precision; with ``shadow_target`` a scope confidently below that precision
+    gets a higher threshold.
     """
 
     def __init__(
@@ -94,6 +98,8 @@ class SemanticCache:
         audit: bool = False,
         audit_retention: float = 30 * 86400.0,
         audit_max_rows: int = 100_000,
+        shadow_rate: float = 0.0,
+        shadow_target: float | None = None,
         busy_timeout: float = 5.0,
     ) -> None:
         self.threshold = check_threshold(threshold)
@@ -119,6 +125,7 @@ class SemanticCache:
             self._store.close()
             raise
         self._ledger = Ledger(self._store)
+        self.shadow = Shadow(self._store, shadow_rate, shadow_target)
         self._maintenance = lifecycle.Maintenance()
         self._index: VectorIndex | None = None
         self._index_lock = threading.Lock()
@@ -197,6 +204,7 @@ class SemanticCache:
             misses=counters.get("misses", 0),
             calls_avoided=exact + semantic,
             tokens_avoided=counters.get("tokens_avoided", 0),
+            semantic_precision=self.shadow.estimates(),
         )
 
     def set_threshold(
@@ -232,6 +240,16 @@ class SemanticCache:
         )
         if hit.tier == "exact":
             self._store.delete(hit.entry_id)
+
+    def record_shadow(self, hit: CacheHit, fresh: BaseModel) -> bool:
+        """Compare a semantic hit with the provider's fresh answer; True when they agree.
+
+        Called by the wrapped clients for sampled hits; public for callers of the direct API.
+        """
+        agree, tightened = self.shadow.record(hit, fresh)
+        if tightened is not None:
+            self._thresholds = self._store.thresholds()
+        return agree
 
     def __len__(self) -> int:
         return self._store.count()

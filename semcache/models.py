@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Tier = Literal["exact", "semantic"]
@@ -29,6 +29,21 @@ class CacheHit:
 
 
 @dataclass(frozen=True)
+class PrecisionEstimate:
+    """Live precision of one scope's semantic hits, from shadow verification.
+
+    ``samples`` semantic hits were re-asked of the provider in the background; ``agreements`` of
+    them returned the same structured answer. ``low``/``high`` bound the precision (Wilson, 95%).
+    """
+
+    samples: int
+    agreements: int
+    precision: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
 class CacheStats:
     """Totals since the cache file was created, across every process that used it."""
 
@@ -38,6 +53,7 @@ class CacheStats:
     misses: int
     calls_avoided: int
     tokens_avoided: int
+    semantic_precision: dict[str, PrecisionEstimate] = field(default_factory=dict)  # by scope
 
     @property
     def hit_rate(self) -> float:

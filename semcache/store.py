@@ -104,6 +104,16 @@ CREATE TABLE IF NOT EXISTS audit (
     latency_ms REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_created ON audit (created_at);
+CREATE TABLE IF NOT EXISTS shadow (
+    id INTEGER PRIMARY KEY,
+    created_at REAL NOT NULL,
+    scope TEXT NOT NULL,
+    entry_id INTEGER NOT NULL,
+    similarity REAL NOT NULL,
+    agree INTEGER NOT NULL,
+    differing_fields TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS shadow_scope ON shadow (scope);
 """
 
 _LOG_INSERTS = {
@@ -496,6 +506,28 @@ class Store:
             if isinstance(blob, bytes) and len(blob) == dimension * 4:
                 found.setdefault(int(entry_id), []).append(np.frombuffer(blob, dtype="<f4"))
         return {k: np.vstack(v) for k, v in found.items()}
+
+    def add_shadow(
+        self, scope: str, entry_id: int, similarity: float, agree: bool, fields: list[str]
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO shadow (created_at, scope, entry_id, similarity, agree, "
+                "differing_fields) VALUES (?, ?, ?, ?, ?, ?)",
+                (time.time(), scope, entry_id, similarity, int(agree), dumps(fields)),
+            )
+
+    def shadow_counts(self) -> dict[str, tuple[int, int, float | None]]:
+        """Per scope: (samples, agreements, highest similarity of a disagreement)."""
+        rows = (
+            self.connection()
+            .execute(
+                "SELECT scope, count(*), sum(agree), max(CASE WHEN agree = 0 THEN similarity END) "
+                "FROM shadow GROUP BY scope"
+            )
+            .fetchall()
+        )
+        return {str(s): (int(n), int(a), None if m is None else float(m)) for s, n, a, m in rows}
 
     def counters(self) -> dict[str, int]:
         rows = self.connection().execute("SELECT name, value FROM counters").fetchall()

@@ -5,9 +5,14 @@ The wrapper has the client's interface: ``create``, ``create_with_completion``,
 ``create_iterable`` and any call with ``stream=True`` always reach the provider (a stream is not
 cached); everything else is delegated untouched.
 
-Three per-call parameters, visible in the signatures below, control the cache:
-``semcache_threshold`` (a cosine similarity for this call), ``semcache_read=False`` (do not serve
-from the cache) and ``semcache_write=False`` (do not store the answer).
+Per-call parameters, visible in the signatures below, control the cache: ``semcache_threshold``
+(a cosine similarity for this call), ``semcache_read=False`` (do not serve from the cache),
+``semcache_write=False`` (do not store the answer) and ``semcache_ttl`` (lifetime of the stored
+answer, in seconds).
+
+With ``SemanticCache(shadow_rate=...)``, a sampled semantic hit is also re-asked of the provider in
+the background (a worker thread, or a task on the caller's event loop) and the two structured
+answers are compared; the caller gets the cached answer at once either way.
 
 The sync and async wrappers share ``_Calls``: they differ only in how they call the provider and in
 running cache work in a thread (``asyncio.to_thread``) so the event loop never waits on SQLite or
@@ -17,13 +22,19 @@ the embedding model.
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from semcache.errors import UsageError
 
 if TYPE_CHECKING:
     from semcache.cache import Plan, SemanticCache
+    from semcache.models import CacheHit
+
+logger = logging.getLogger("semcache")
 
 
 def wrap(cache: SemanticCache, client: Any) -> CachedInstructor:
@@ -57,6 +68,7 @@ class _Calls:
         threshold: float | None,
         read: bool,
         write: bool,
+        ttl: float | None,
     ) -> Plan | None:
         if kwargs.get("stream") or not (read or write):
             return None
@@ -76,6 +88,7 @@ class _Calls:
             threshold=threshold,
             read=read,
             write=write,
+            ttl=ttl,
         )
 
 
@@ -86,6 +99,9 @@ class CachedInstructor:
         self._calls = _Calls(cache, client)
         self.client = client
         self.cache = cache
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def chat(self) -> CachedInstructor:
@@ -110,12 +126,13 @@ class CachedInstructor:
         semcache_threshold: float | None = None,
         semcache_read: bool = True,
         semcache_write: bool = True,
+        semcache_ttl: float | None = None,
         **kwargs: Any,
     ) -> Any:
         """Like instructor's ``create``: the cached answer, or the provider's (then stored)."""
         plan = self._calls.plan(
             response_model, messages, context, strict, kwargs,
-            semcache_threshold, semcache_read, semcache_write,
+            semcache_threshold, semcache_read, semcache_write, semcache_ttl,
         )  # fmt: skip
         if plan is None:
             return self.client.create(
@@ -135,13 +152,14 @@ class CachedInstructor:
         semcache_threshold: float | None = None,
         semcache_read: bool = True,
         semcache_write: bool = True,
+        semcache_ttl: float | None = None,
         **kwargs: Any,
     ) -> tuple[Any, Any]:
         """Like instructor's ``create_with_completion``; on a hit the completion is the stored one,
         restored as nested ``SimpleNamespace``."""
         plan = self._calls.plan(
             response_model, messages, context, strict, kwargs,
-            semcache_threshold, semcache_read, semcache_write,
+            semcache_threshold, semcache_read, semcache_write, semcache_ttl,
         )  # fmt: skip
         if plan is None:
             return self.client.create_with_completion(  # type: ignore[no-any-return]
@@ -155,6 +173,10 @@ class CachedInstructor:
     ) -> tuple[Any, Any]:
         hit = self.cache.serve(plan)
         if hit is not None:
+            if self.cache.shadow.sample(hit):
+                self._shadow_pool().submit(
+                    self._shadow, hit, messages, plan, max_retries, dict(kwargs)
+                )
             return hit.value, hit.completion
         value, completion = self.client.create_with_completion(
             messages=messages, response_model=plan.response_model, max_retries=max_retries,
@@ -162,6 +184,32 @@ class CachedInstructor:
         )  # fmt: skip
         self.cache.save(plan, value, completion)
         return value, completion
+
+    def _shadow_pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="semcache-shadow")
+            return self._pool
+
+    def _shadow(
+        self, hit: CacheHit, messages: Any, plan: Plan, max_retries: Any, kwargs: dict[str, Any]
+    ) -> None:
+        """Re-ask the provider for a served semantic hit and record whether the answers agree."""
+        try:
+            fresh = self.client.create(
+                messages=messages, response_model=plan.response_model, max_retries=max_retries,
+                context=plan.context, strict=plan.strict, **kwargs,
+            )  # fmt: skip
+            self.cache.record_shadow(hit, fresh)
+        except Exception as exc:  # a shadow call must never surface to the app
+            logger.debug("semcache: shadow verification failed: %s", exc)
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait for background shadow calls (before exiting, or in tests)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=timeout is None or timeout > 0)
 
     def create_partial(self, *args: Any, **kwargs: Any) -> Any:
         """Streams partial objects from the provider; never cached."""
@@ -189,12 +237,13 @@ class AsyncCachedInstructor(CachedInstructor):
         semcache_threshold: float | None = None,
         semcache_read: bool = True,
         semcache_write: bool = True,
+        semcache_ttl: float | None = None,
         **kwargs: Any,
     ) -> Any:
         """Like instructor's async ``create``."""
         plan = self._calls.plan(
             response_model, messages, context, strict, kwargs,
-            semcache_threshold, semcache_read, semcache_write,
+            semcache_threshold, semcache_read, semcache_write, semcache_ttl,
         )  # fmt: skip
         if plan is None:
             return await self.client.create(
@@ -214,12 +263,13 @@ class AsyncCachedInstructor(CachedInstructor):
         semcache_threshold: float | None = None,
         semcache_read: bool = True,
         semcache_write: bool = True,
+        semcache_ttl: float | None = None,
         **kwargs: Any,
     ) -> tuple[Any, Any]:
         """Like instructor's async ``create_with_completion``."""
         plan = self._calls.plan(
             response_model, messages, context, strict, kwargs,
-            semcache_threshold, semcache_read, semcache_write,
+            semcache_threshold, semcache_read, semcache_write, semcache_ttl,
         )  # fmt: skip
         if plan is None:
             return await self.client.create_with_completion(  # type: ignore[no-any-return]
@@ -233,6 +283,12 @@ class AsyncCachedInstructor(CachedInstructor):
     ) -> tuple[Any, Any]:
         hit = await asyncio.to_thread(self.cache.serve, plan)
         if hit is not None:
+            if self.cache.shadow.sample(hit):
+                task = asyncio.create_task(
+                    self._ashadow(hit, messages, plan, max_retries, dict(kwargs))
+                )
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             return hit.value, hit.completion
         value, completion = await self.client.create_with_completion(
             messages=messages, response_model=plan.response_model, max_retries=max_retries,
@@ -240,6 +296,23 @@ class AsyncCachedInstructor(CachedInstructor):
         )  # fmt: skip
         await asyncio.to_thread(self.cache.save, plan, value, completion)
         return value, completion
+
+    async def _ashadow(
+        self, hit: CacheHit, messages: Any, plan: Plan, max_retries: Any, kwargs: dict[str, Any]
+    ) -> None:
+        try:
+            fresh = await self.client.create(
+                messages=messages, response_model=plan.response_model, max_retries=max_retries,
+                context=plan.context, strict=plan.strict, **kwargs,
+            )  # fmt: skip
+            await asyncio.to_thread(self.cache.record_shadow, hit, fresh)
+        except Exception as exc:
+            logger.debug("semcache: shadow verification failed: %s", exc)
+
+    async def adrain(self) -> None:
+        """Wait for background shadow tasks started on this event loop."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
 def _value(item: Any) -> str:
