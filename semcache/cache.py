@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from semcache import lifecycle
 from semcache.embedding import Embedder, resolve_embedder
-from semcache.errors import UncacheableRequestError, UsageError
+from semcache.errors import StoreError, UncacheableRequestError, UsageError
 from semcache.events import (
     ErrorEvent,
     EventBus,
@@ -79,7 +79,8 @@ class SemanticCache:
     separates tenants sharing a file. ``text_fn(messages, context)`` picks the text to embed.
     ``ttl`` (seconds) is the default lifetime of an entry; ``max_entries`` bounds the file, evicting
     the least recently used entries. ``audit=True`` records every semantic decision.
-    ``shadow_rate`` is the fraction of semantic hits the wrapped clients re-ask the provider in the
+    ``fail_open=True`` turns a damaged file into a disabled cache (every call reaches the provider)
+    instead of a ``StoreError`` on open. ``shadow_rate`` is the fraction of semantic hits the wrapped clients re-ask the provider in the
     background to measure precision; with ``shadow_target`` a scope confidently below that precision
     gets a higher threshold.
     """
@@ -100,6 +101,7 @@ class SemanticCache:
         audit_max_rows: int = 100_000,
         shadow_rate: float = 0.0,
         shadow_target: float | None = None,
+        fail_open: bool = False,
         busy_timeout: float = 5.0,
     ) -> None:
         self.threshold = check_threshold(threshold)
@@ -117,7 +119,17 @@ class SemanticCache:
         self.embedder = resolve_embedder(embedder)
         self.verifier = lifecycle.resolve_verifier(verifier, _DEFAULT_VERIFIER)
         self.events = EventBus()
-        self._store = Store(path, busy_timeout=busy_timeout)
+        self.disabled: str | None = None  # why the cache is off (fail_open on a broken file)
+        try:
+            self._store = Store(path, busy_timeout=busy_timeout)
+        except StoreError as exc:
+            if not fail_open:
+                raise
+            # The app asked to keep working against the provider: an empty private store stands
+            # in, and every lookup is a miss; nothing is written to the broken file.
+            logger.error("semcache: cache disabled, calling the provider for everything: %s", exc)
+            self.disabled = str(exc)
+            self._store = Store(":memory:", busy_timeout=busy_timeout)
         try:
             self._store.check_settings({"embedder_name": self.embedder.name})
             self._thresholds = self._store.thresholds()
@@ -321,7 +333,7 @@ class SemanticCache:
     def serve(self, plan: Plan) -> CacheHit | None:
         """Answer ``plan`` from the cache, or None. Never raises for an internal failure: a broken
         cache falls back to the provider with a warning."""
-        if not plan.read:
+        if not plan.read or self.disabled:
             return None
         start = time.perf_counter()
         try:
@@ -355,7 +367,7 @@ class SemanticCache:
 
     def save(self, plan: Plan, value: BaseModel, completion: Any) -> int | None:
         """Store the provider's answer for ``plan``. Failures are logged, never raised."""
-        if not plan.write:
+        if not plan.write or self.disabled:
             return None
         try:
             return self._save(plan, value, completion)

@@ -69,7 +69,15 @@ def canonical(value: Any) -> Any:
 
     Raises ``UncacheableRequestError`` for anything that has no unambiguous JSON form.
     """
-    if value is None or isinstance(value, (bool, str)):
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                # Lone surrogates: no provider accepts them and SQLite cannot store them.
+                raise UncacheableRequestError("text with lone surrogates in request") from None
+        return value
+    if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
         return value

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import weakref
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,7 @@ class _Calls:
     ) -> Plan | None:
         if kwargs.get("stream") or not (read or write):
             return None
+        _reject_async_validators(response_model)
         # The client's defaults (from_provider's model, say) apply unless the call overrides them,
         # exactly as instructor's own handle_kwargs merges them.
         merged = {**getattr(self.client, "kwargs", {}), **kwargs}
@@ -313,6 +315,33 @@ class AsyncCachedInstructor(CachedInstructor):
         """Wait for background shadow tasks started on this event loop."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+_CHECKED: weakref.WeakKeyDictionary[type, Exception | None] = weakref.WeakKeyDictionary()
+
+
+def _reject_async_validators(response_model: Any) -> None:
+    """Raise what instructor's own ``create`` raises for a model with async validators.
+
+    instructor refuses such models before calling the provider; a cache hit must not quietly
+    succeed where the live call would fail. Checked once per class.
+    """
+    if not isinstance(response_model, type):
+        return
+    if response_model not in _CHECKED:
+        try:
+            from instructor.v2.validation.async_validators import reject_async_validators
+        except ImportError:  # an instructor without the check
+            _CHECKED[response_model] = None
+            return
+        try:
+            reject_async_validators(response_model)
+            _CHECKED[response_model] = None
+        except Exception as exc:
+            _CHECKED[response_model] = exc
+    error = _CHECKED[response_model]
+    if error is not None:
+        raise error
 
 
 def _value(item: Any) -> str:
