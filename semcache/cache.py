@@ -14,9 +14,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -51,6 +51,7 @@ DEFAULT_NAMESPACE = "default"
 FEEDBACK_RADIUS = 0.95
 _CANDIDATES = 4  # nearest neighbours examined, so one stale or vetoed entry does not hide the next
 _DEFAULT_VERIFIER: Any = object()
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
@@ -252,6 +253,19 @@ class SemanticCache:
         )
         if hit.tier == "exact":
             self._store.delete(hit.entry_id)
+
+    def memoize(
+        self,
+        *,
+        text: str | Callable[..., Any],
+        namespace: str | None = None,
+        threshold: float | None = None,
+    ) -> Callable[[F], F]:
+        """Cache a function returning a Pydantic model through both tiers; ``text`` names the
+        argument to embed (or is a function of some arguments). See ``semcache.memoize``."""
+        from semcache.memoize import memoize
+
+        return memoize(self, text=text, namespace=namespace, threshold=threshold)
 
     def record_shadow(self, hit: CacheHit, fresh: BaseModel) -> bool:
         """Compare a semantic hit with the provider's fresh answer; True when they agree.

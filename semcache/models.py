@@ -18,8 +18,9 @@ class CacheHit:
     ``matched_prompt`` (1.0 for an exact hit).
     """
 
-    value: Any
-    completion: Any
+    # Not compared: the value carries its hit (``cache_hit``), so comparing would recurse.
+    value: Any = field(compare=False)
+    completion: Any = field(compare=False)
     similarity: float
     tier: Tier
     entry_id: int
