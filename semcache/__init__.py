@@ -12,6 +12,8 @@ from semcache.embedding import Embedder, SentenceTransformerEmbedder
 from semcache.errors import (
     ConfigMismatchError,
     EmbedderError,
+    EntryNotFoundError,
+    ExportError,
     LockTimeoutError,
     SemcacheError,
     StoreError,
@@ -29,6 +31,8 @@ __all__ = [
     "ConfigMismatchError",
     "Embedder",
     "EmbedderError",
+    "EntryNotFoundError",
+    "ExportError",
     "LockTimeoutError",
     "SemanticCache",
     "SemcacheError",

@@ -142,6 +142,7 @@ class SemanticCache:
         self._maintenance = lifecycle.Maintenance()
         self._index: VectorIndex | None = None
         self._index_lock = threading.Lock()
+        self._dimension_recorded = False
         self._closed = False
         lifecycle.track(self)
 
@@ -266,6 +267,19 @@ class SemanticCache:
         from semcache.memoize import memoize
 
         return memoize(self, text=text, namespace=namespace, threshold=threshold)
+
+    def export(self, folder: str | os.PathLike[str], **options: Any) -> Any:
+        """Write a portable, self-describing folder; see ``semcache.export.export``."""
+        from semcache.export import export
+
+        self.flush()
+        return export(self, folder, **options)
+
+    def import_export(self, folder: str | os.PathLike[str], **options: Any) -> Any:
+        """Merge an exported folder into this cache; see ``semcache.export.import_export``."""
+        from semcache.export import import_export
+
+        return import_export(folder, self, **options)
 
     def record_shadow(self, hit: CacheHit, fresh: BaseModel) -> bool:
         """Compare a semantic hit with the provider's fresh answer; True when they agree.
@@ -470,6 +484,10 @@ class SemanticCache:
             return None
         raw_json, usage_json, total_tokens = dump_completion(completion)
         vector = self._vector(plan) if self._embeddable(plan) else None
+        if vector is not None and not self._dimension_recorded:
+            # Recorded with the first vector, so tools reading the file know the width.
+            self._store.check_settings({"embedder_dimension": str(len(vector))})
+            self._dimension_recorded = True
         ttl = plan.ttl if plan.ttl is not None else self.ttl
         entry_id, replaced = self._store.put(
             NewEntry(

@@ -37,3 +37,11 @@ class EmbedderError(SemcacheError, RuntimeError):
 
 class UsageError(SemcacheError, ValueError):
     """An argument is out of range or of the wrong kind (a threshold outside [-1, 1], say)."""
+
+
+class ExportError(SemcacheError, ValueError):
+    """A folder is not a complete, intact semcache export that this version can read."""
+
+
+class EntryNotFoundError(SemcacheError, LookupError):
+    """No entry has the given id."""

@@ -116,6 +116,22 @@ CREATE TABLE IF NOT EXISTS shadow (
 CREATE INDEX IF NOT EXISTS shadow_scope ON shadow (scope);
 """
 
+_VIEWS = {
+    "scope_summary": """SELECT scope, namespace, model, schema_name, count(*) AS entries,
+        sum(hits) AS hits, max(created_at) AS last_created
+        FROM entries GROUP BY scope, namespace, model, schema_name""",
+    "entries_overview": """SELECT id, namespace, model, schema_name, prompt, hits, total_tokens,
+        embedding IS NOT NULL AS embedded,
+        datetime(created_at, 'unixepoch') AS created_at,
+        datetime(last_hit_at, 'unixepoch') AS last_hit_at,
+        datetime(expires_at, 'unixepoch') AS expires_at
+        FROM entries""",
+    "hits_per_scope": """SELECT scope, namespace, model, schema_name, count(*) AS entries,
+        sum(hits) AS hits, sum(hits * total_tokens) AS tokens_avoided,
+        datetime(max(last_hit_at), 'unixepoch') AS last_hit_at
+        FROM entries GROUP BY scope, namespace, model, schema_name""",
+}
+
 _LOG_INSERTS = {
     "vetoes": "INSERT INTO vetoes (created_at, scope, entry_id, query, candidate, similarity, "
     "stage, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -235,15 +251,12 @@ class Store:
             self._all.clear()
 
     def _ensure_views(self) -> None:
+        """Read-only views for ``sqlite3`` and Datasette users (times as UTC datetimes)."""
         db = sqlite_utils.Database(self.connection())
-        if "scope_summary" not in db.view_names():
-            db.create_view(
-                "scope_summary",
-                """SELECT scope, namespace, model, schema_name, count(*) AS entries,
-                          sum(hits) AS hits, max(created_at) AS last_created
-                   FROM entries GROUP BY scope, namespace, model, schema_name""",
-                ignore=True,
-            )
+        existing = set(db.view_names())
+        for name, select in _VIEWS.items():
+            if name not in existing:
+                db.create_view(name, select, ignore=True)
 
     # -- settings ---------------------------------------------------------------------------
 

@@ -1,0 +1,431 @@
+"""The ``semcache`` command line: thin click commands over ``admin`` and ``export``.
+
+Each command opens the cache file, calls one library function and formats what it returns, so
+everything the CLI does is also a function call away. Library errors (``SemcacheError``) and
+environment errors (``OSError``) become one-line messages with exit code 1; a traceback means a bug.
+Only ``query``, and ``import`` when it must re-embed, load the embedding model: the other commands
+read SQLite alone and never import torch, which keeps them fast to start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import importlib
+import io
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from semcache import admin
+from semcache.errors import SemcacheError
+from semcache.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+_CELL = 60  # widest table cell; --json and --csv always carry full values
+
+
+class _Group(click.Group):
+    """Turns library and I/O errors into one-line ``click.ClickException``s (exit code 1)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (SemcacheError, OSError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+class _Duration(click.ParamType):  # type: ignore[type-arg,unused-ignore]
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, float):
+            return value
+        try:
+            return admin.parse_duration(str(value))
+        except SemcacheError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = _Duration()
+
+
+def output_options(func: F) -> F:
+    """``--table`` (the default), ``--json`` or ``--csv``: the same for every command."""
+    func = click.option("--csv", "fmt", flag_value="csv", help="CSV with a header row.")(func)
+    func = click.option("--json", "fmt", flag_value="json", help="JSON, full values.")(func)
+    return click.option(
+        "--table", "fmt", flag_value="table", default=True, help="A readable table (default)."
+    )(func)
+
+
+def filter_options(func: F) -> F:
+    """The entry filters shared by ``ls`` and ``prune`` (see ``admin.EntryFilter``)."""
+    options = [
+        click.option("--scope", help="Scope hash or a prefix of it (ls shows 12 characters)."),
+        click.option("--namespace", help="Only this namespace."),
+        click.option("--schema", "schema_name", help="Only this response model (schema title)."),
+        click.option("--model", help="Only this LLM model name."),
+        click.option("--older-than", type=DURATION, help="Created longer ago than this (7d, 12h)."),
+        click.option("--newer-than", type=DURATION, help="Created more recently than this."),
+        click.option("--never-hit", is_flag=True, help="Never served as a hit."),
+        click.option("--expired", is_flag=True, help="TTL passed (needs an expires_at column)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="semcache", prog_name="semcache")
+def main() -> None:
+    """Inspect, move and repair semcache files (also runs as `python -m semcache`).
+
+    Example: semcache stats cache.db
+    """
+
+
+@main.command()
+@click.argument("db")
+@output_options
+def stats(db: str, fmt: str) -> None:
+    """Entries, scopes, hits per tier, misses and tokens avoided, from SQLite alone.
+
+    Example: semcache stats cache.db
+    """
+    with _store(db) as store:
+        numbers = admin.stats(store)
+    for key in ("oldest_entry", "newest_entry"):
+        numbers[key] = _iso(numbers[key])
+    emit(numbers, fmt)
+
+
+@main.command(name="ls")
+@click.argument("db")
+@filter_options
+@click.option("--sort", type=click.Choice(admin.SORTS), default="recent", show_default=True)
+@click.option("--limit", type=int, default=50, show_default=True, help="0 for all.")
+@output_options
+def ls(db: str, sort: str, limit: int, fmt: str, **filters: Any) -> None:
+    """List entries, newest activity first (or most hit, with --sort hits).
+
+    Example: semcache ls cache.db --schema Ticket --newer-than 7d --sort hits
+    """
+    with _store(db) as store:
+        rows = admin.list_entries(
+            store, admin.EntryFilter(**filters), sort=sort, limit=limit or None
+        )
+    for row in rows:
+        row["created_at"], row["last_hit_at"] = _iso(row["created_at"]), _iso(row["last_hit_at"])
+    emit(rows, fmt, widths={"scope": 12, "prompt": 50})
+
+
+@main.command()
+@click.argument("db")
+@click.argument("entry_id", metavar="ID", type=int)
+@output_options
+def show(db: str, entry_id: int, fmt: str) -> None:
+    """Every column of one entry, its JSON columns decoded.
+
+    Example: semcache show cache.db 42
+    """
+    with _store(db) as store:
+        entry = admin.get_entry(store, entry_id)
+    for key, value in entry.items():
+        if key.endswith("_json") and isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                entry[key] = json.loads(value)
+        elif key.endswith("_at"):
+            entry[key] = _iso(value)
+    emit(entry, fmt, widths={})
+
+
+@main.command()
+@click.argument("db")
+@click.argument("text")
+@click.option("--namespace", help="Search the scopes of this namespace.")
+@click.option("--model", help="Search the scopes of this LLM model.")
+@click.option("--schema", "schema_name", help="Search the scopes of this response model.")
+@click.option("--scope", help="Search one scope (hash or prefix).")
+@click.option("-k", "k", type=int, default=5, show_default=True, help="How many neighbours.")
+@click.option("--threshold", type=float, help="Default: the persisted one per scope, or 0.9.")
+@click.option("--embedder", help="Embedding model; default: the one DB was created with.")
+@output_options
+def query(
+    db: str,
+    text: str,
+    k: int,
+    threshold: float | None,
+    embedder: str | None,
+    fmt: str,
+    **filters: Any,
+) -> None:
+    """The entries nearest to TEXT, with cosine similarity and the hit/miss verdict.
+
+    Loads the embedding model. The verdict compares the similarity with the threshold the cache
+    would apply to that scope (persisted per scope or schema, else 0.9) unless --threshold is
+    given; a served hit also needs the stored answer to validate against the response model.
+
+    Example: semcache query cache.db "where is my parcel" --schema Ticket --threshold 0.9
+    """
+    from semcache.cache import SemanticCache
+
+    _must_exist(db)
+    name = embedder or _recorded_embedder(db)
+    with SemanticCache(db, embedder=_embedder_arg(name)) as cache:
+        admin.ensure_views(cache.db)
+        flt = admin.EntryFilter(**filters)
+        scopes = admin.scopes(cache.db, flt)
+        found = admin.nearest(cache.db, cache.embedder, text, threshold=threshold, flt=flt, k=k)
+    results = [n.__dict__ for n in found]
+    if fmt == "json":
+        emit({"text": text, "threshold": threshold, "scopes": scopes, "results": results}, fmt)
+        return
+    if fmt == "table":
+        rule = "as the cache applies it" if threshold is None else threshold
+        click.echo(f"searched {len(scopes)} scope(s), threshold {rule}:")
+        emit(scopes, fmt, widths={"scope": 12})
+        click.echo()
+    emit(results, fmt, widths={"scope": 12, "prompt": 50})
+
+
+@main.command(name="export")
+@click.argument("db")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export in FOLDER.")
+@output_options
+def export_command(db: str, folder: str, overwrite: bool, fmt: str) -> None:
+    """Write DB to FOLDER: manifest, entries.jsonl, embeddings.npy, one FAISS index per scope.
+
+    Example: semcache export cache.db cache-export/
+    """
+    from semcache.export import export
+
+    with _store(db) as store:
+        report = export(store, folder, overwrite=overwrite, progress=None)
+    emit({**report.__dict__, "folder": str(report.folder)}, fmt)
+
+
+@main.command(name="import")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.argument("db")
+@click.option("--scope", "scopes", multiple=True, help="Only this scope (repeatable, prefixes ok).")
+@click.option("--namespace", "namespaces", multiple=True, help="Only this namespace (repeatable).")
+@click.option("--newer-than", type=DURATION, help="Only entries created more recently (7d).")
+@click.option("--embedder", help="DB's embedding model; default: DB's, else the export's.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Texts per re-embed.")
+@output_options
+def import_command(db: str, folder: str, embedder: str | None, fmt: str, **options: Any) -> None:
+    """Merge an export into DB (created if missing); entries already in DB are skipped.
+
+    Checksums are verified first; the merge is one transaction. Prompts are re-embedded only when
+    DB's embedding model differs from the export's.
+
+    Example: semcache import cache-export/ other.db --namespace support
+    """
+    from semcache.cache import SemanticCache
+    from semcache.export import import_export
+
+    name = embedder or _recorded_embedder(db) or _manifest_embedder(folder)
+    with SemanticCache(db, embedder=_embedder_arg(name)) as cache:
+        admin.ensure_views(cache.db)
+        report = import_export(folder, cache, progress=None, **options)
+    emit({k: v for k, v in report.__dict__.items() if k != "id_map"}, fmt)
+
+
+@main.command()
+@click.argument("db")
+@click.option("--fix", is_flag=True, help="Repair what can be repaired (see README).")
+@output_options
+def check(db: str, fix: bool, fmt: str) -> None:
+    """Verify integrity, settings, embeddings, JSON columns and the derived index; exit 1 on a
+    problem left unfixed.
+
+    Example: semcache check cache.db --fix
+    """
+    with _store(db) as store:
+        report = admin.check(store, fix=fix)
+    rows = [
+        {
+            "check": f.check,
+            "status": "ok" if f.ok else (f"fixed {f.fixed}" if f.fixed else "PROBLEM"),
+            "detail": f.detail,
+        }
+        for f in report.findings
+    ]
+    emit(rows, fmt, widths={"detail": 100})
+    if not report.ok:
+        raise click.exceptions.Exit(1)
+
+
+@main.command()
+@click.argument("db")
+@filter_options
+@click.option("--invalid-for", metavar="MODULE:CLASS", help="Answers that no longer validate.")
+@click.option("--dry-run", is_flag=True, help="Count, delete nothing.")
+@output_options
+def prune(db: str, invalid_for: str | None, dry_run: bool, fmt: str, **filters: Any) -> None:
+    """Delete entries by age, TTL, scope, schema, never-hit, or answers no longer valid.
+
+    Example: semcache prune cache.db --invalid-for myapp.models:Ticket --dry-run
+    """
+    model_cls = admin.load_model_class(invalid_for) if invalid_for else None
+    with _store(db) as store:
+        ids = admin.prune(
+            store, admin.EntryFilter(**filters), invalid_for=model_cls, dry_run=dry_run
+        )
+    key = "would_delete" if dry_run else "deleted"
+    emit({key: len(ids), "ids": ids if fmt == "json" else _short_ids(ids)}, fmt)
+
+
+@main.command()
+@click.argument("db")
+@output_options
+def vacuum(db: str, fmt: str) -> None:
+    """Give the space of deleted entries back to the file system.
+
+    Example: semcache vacuum cache.db
+    """
+    with _store(db) as store:
+        emit(admin.vacuum(store), fmt)
+
+
+@main.command()
+@click.argument("labeled_file", type=click.Path(exists=True, dir_okay=False))
+@output_options
+def tune(labeled_file: str, fmt: str) -> None:
+    """Sweep thresholds over a labeled file: precision, recall, false-hit rate, F1 per threshold.
+
+    Example: semcache tune data/pairs/pairs.jsonl
+    """
+    try:  # written alongside this CLI; imported lazily since it needs the model
+        tuning: Any = importlib.import_module("semcache.tuning")
+    except ModuleNotFoundError as exc:
+        if exc.name != "semcache.tuning":
+            raise
+        raise click.ClickException("semcache.tuning is not available in this installation") from exc
+    rows = tuning.sweep_file(labeled_file)
+    columns = ("threshold", "precision", "recall", "false_hit_rate", "f1")
+    emit([{c: _round(row.get(c)) for c in columns} for row in rows], fmt)
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def emit(
+    data: dict[str, Any] | list[dict[str, Any]], fmt: str, widths: dict[str, int] | None = None
+) -> None:
+    """Print a record (as key/value pairs) or a list of rows as a table, JSON or CSV."""
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+        return
+    rows = [{"key": k, "value": v} for k, v in data.items()] if isinstance(data, dict) else data
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=_columns(rows), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: _text(v) for k, v in row.items()} for row in rows)
+        click.echo(buffer.getvalue(), nl=False)
+    elif isinstance(data, dict):
+        pad = max((len(k) for k in data), default=0)
+        for key, value in data.items():
+            text = _text(value, indent=True).replace("\n", "\n" + " " * (pad + 2))
+            click.echo(f"{key.ljust(pad)}  {text}")
+    else:
+        click.echo(_table(rows, widths or {}))
+
+
+def _table(rows: list[dict[str, Any]], widths: dict[str, int]) -> str:
+    if not rows:
+        return "(no rows)"
+    columns = _columns(rows)
+    cells = [[_clip(_text(row.get(c)), widths.get(c, _CELL)) for c in columns] for row in rows]
+    size = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    numeric = [all(isinstance(row.get(c), (int, float)) for row in rows) for c in columns]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, size, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in size))
+    for row in cells:
+        parts = [
+            v.rjust(w) if n else v.ljust(w) for v, w, n in zip(row, size, numeric, strict=True)
+        ]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
+def _text(value: Any, indent: bool = False) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, indent=2 if indent else None, ensure_ascii=False, default=str)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())  # one line per row, whatever the prompt holds
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# -- opening files -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _store(db: str) -> Iterator[Store]:
+    """The store of an existing file, with the views for sqlite3/Datasette users in place."""
+    _must_exist(db)
+    store = Store(db)
+    try:
+        admin.ensure_views(store)
+        yield store
+    finally:
+        store.close()
+
+
+def _must_exist(db: str) -> None:
+    # Store() creates missing files; a typo must not produce an empty cache that reports zeros.
+    if not Path(db).is_file():
+        raise click.ClickException(f"{db}: no such cache file")
+
+
+def _recorded_embedder(db: str) -> str | None:
+    if not Path(db).is_file():
+        return None
+    with _store(db) as store:
+        return store.settings().get("embedder_name")
+
+
+def _manifest_embedder(folder: str) -> str | None:
+    with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+        name = json.loads((Path(folder) / "manifest.json").read_text())["embedder"]["name"]
+        return name if isinstance(name, str) else None
+    return None  # import_export reports what is wrong with the folder
+
+
+def _embedder_arg(name: str | None) -> str | None:
+    """None selects the bundled offline copy of the default model instead of a download."""
+    from semcache.embedding import DEFAULT_MODEL_NAME
+
+    return None if name in (None, DEFAULT_MODEL_NAME) else name
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _round(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def _short_ids(ids: list[int]) -> str:
+    return ", ".join(map(str, ids[:20])) + (f", ... ({len(ids)} in all)" if len(ids) > 20 else "")

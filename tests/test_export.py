@@ -1,0 +1,458 @@
+"""Export and import: the folder format, a lossless round trip checked with real lookups,
+re-embedding, filters, and refusal of damaged exports without touching the target."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pytest
+from pydantic import BaseModel
+
+import semcache.export as export_mod
+from semcache import SemanticCache, SemcacheError
+from semcache.embedding import SentenceTransformerEmbedder
+from semcache.export import ExportError, export, import_export, verify_export
+
+MODEL = "gpt-4o-mini"
+SYSTEM = "You answer support questions."
+
+
+class Ticket(BaseModel):
+    text: str
+
+
+class Order(BaseModel):
+    order_id: str
+
+
+TICKETS = [
+    "Cancel my subscription",
+    "Where is my parcel?",
+    "How do I reset my password?",
+    "Can I get a refund for order A-10578?",
+    "Ich möchte mein Abo kündigen 🙏",
+]
+# Queries whose hits (or misses) the copy must reproduce: exact, paraphrase, unrelated.
+QUERIES = [
+    *TICKETS,
+    "Please cancel my subscription",
+    "I forgot my password, how can I reset it?",
+    "where's my parcel",
+    "What is the capital of France?",
+]
+
+
+def msgs(text: str, system: str | None = None) -> list[dict[str, Any]]:
+    head = [{"role": "system", "content": system}] if system else []
+    return [*head, {"role": "user", "content": text}]
+
+
+def image_msgs(text: str) -> list[dict[str, Any]]:
+    """A multimodal request: served by the exact tier only, so its entry has no embedding."""
+    part = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    return [{"role": "user", "content": [{"type": "text", "text": text}, part]}]
+
+
+def completion(n: int) -> dict[str, Any]:
+    usage = {"prompt_tokens": n, "completion_tokens": 7, "total_tokens": n + 7}
+    return {"id": f"c{n}", "choices": [{"message": {"content": None}}], "usage": usage}
+
+
+def fill(cache: SemanticCache) -> None:
+    """Entries in several scopes (models, schemas, a system prompt, a second namespace), an
+    exact-only entry, non-ASCII text, completions with usage, and some recorded hits."""
+    for i, text in enumerate(TICKETS):
+        answer = Ticket(text=text.lower())
+        cache.store(msgs(text), Ticket, answer, completion=completion(i), model=MODEL)
+        cache.store(msgs(text, SYSTEM), Ticket, Ticket(text=f"sys:{i}"), model=MODEL)
+    cache.store(msgs("Order A-1 please"), Order, Order(order_id="A-1"), model="gpt-4o")
+    cache.store(image_msgs("what is in this picture"), Ticket, Ticket(text="a cat"), model=MODEL)
+    assert cache.db.path is not None
+    with SemanticCache(cache.db.path, embedder=cache.embedder, namespace="tenant-b") as other:
+        other.store(msgs("Cancel my subscription"), Ticket, Ticket(text="tenant b"), model=MODEL)
+    for query in ("Cancel my subscription", "Please cancel my subscription", "Where is my parcel?"):
+        assert cache.lookup(msgs(query), Ticket, model=MODEL) is not None
+    cache.flush()
+
+
+def records(folder: Path) -> list[dict[str, Any]]:
+    lines = (folder / "entries.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def count(cache: SemanticCache) -> int:
+    return int(cache.db.connection().execute("SELECT count(*) FROM entries").fetchone()[0])
+
+
+def open_copy(template: Path, path: Path, embedder: Any) -> SemanticCache:
+    """A cache on a copy of ``template``: filling one costs a dozen embeddings, copying nothing."""
+    for suffix in ("", "-wal"):
+        source = template.with_name(template.name + suffix)
+        if source.exists():
+            shutil.copyfile(source, path.with_name(path.name + suffix))
+    return SemanticCache(path, threshold=0.85, embedder=embedder)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Path:
+    path = tmp_path_factory.mktemp("template") / "cache.db"
+    with SemanticCache(path, threshold=0.85, embedder=embedder) as c:
+        fill(c)
+    return path
+
+
+@pytest.fixture
+def filled(template: Path, db_path: Path, embedder: Any) -> Iterator[SemanticCache]:
+    with open_copy(template, db_path, embedder) as c:
+        yield c
+
+
+@pytest.fixture
+def target(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> Iterator[SemanticCache]:
+    with SemanticCache(tmp_path / "copy.db", threshold=0.85, embedder=embedder) as c:
+        yield c
+
+
+def test_folder_layout_and_manifest(filled: SemanticCache, tmp_path: Path) -> None:
+    report = export(filled, tmp_path / "out")
+    folder = tmp_path / "out"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    rows = records(folder)
+    assert report.entries == len(rows) == 13 and manifest["entries"] == 13
+    # 12 text entries are embedded; the image request is exact-only.
+    assert report.embedded == manifest["embedded"] == 12
+    assert manifest["embedder"] == {
+        "name": "sentence-transformers/all-MiniLM-L6-v2",
+        "dimension": 384,
+        "normalization": "l2",
+        "similarity": "cosine (inner product of the L2-normalized vectors)",
+    }
+    assert manifest["threshold"] == 0.85
+    assert "embedding" not in rows[0] and set(manifest["columns"]) == set(rows[0])
+    assert {"prompt", "exact_key", "scope", "response_json", "raw_json", "usage_json"} <= set(
+        rows[0]
+    )
+    by_scope = {s: sum(r["scope"] == s for r in rows) for s in {r["scope"] for r in rows}}
+    assert {s: v["entries"] for s, v in manifest["scopes"].items()} == by_scope
+    # plain, with a system prompt, Order on another model, tenant-b, the image request (exact-only)
+    assert len(by_scope) == 5
+    for name, meta in manifest["files"].items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == meta["sha256"]
+    vectors = np.load(folder / "embeddings.npy")
+    ids = np.load(folder / "embedding_ids.npy")
+    assert vectors.dtype == np.float32 and vectors.shape == (12, 384) and ids.dtype == np.int64
+    blob = (
+        filled.db.connection()
+        .execute("SELECT embedding FROM entries WHERE id = ?", (int(ids[3]),))
+        .fetchone()[0]
+    )
+    assert np.frombuffer(blob, dtype="<f4").tolist() == vectors[3].tolist()
+    cancel = next(r for r in rows if r["prompt"] == "Cancel my subscription" and r["hits"])
+    assert cancel["hits"] == 2 and cancel["last_hit_at"] >= cancel["created_at"]
+    assert json.loads(cancel["usage_json"])["total_tokens"] == 7
+    assert verify_export(folder)["format_version"] == export_mod.EXPORT_VERSION
+
+
+def test_exported_index_is_searchable_with_plain_faiss(
+    filled: SemanticCache, tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    folder = tmp_path / "out"
+    export(filled, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    by_id = {r["id"]: r for r in records(folder)}
+    answer = '{"text":"cancel my subscription"}'
+    cancel = next(r for r in by_id.values() if r["response_json"] == answer)
+    scope = manifest["scopes"][cancel["scope"]]
+    index = faiss.read_index(str(folder / scope["index"]))
+    assert index.ntotal == scope["embedded"] == 5
+    sims, ids = index.search(embedder.embed(["Please cancel my subscription"]), 2)
+    assert by_id[int(ids[0][0])]["prompt"] == "Cancel my subscription"
+    assert 0.85 < sims[0][0] <= 1.0 and sims[0][1] < sims[0][0]
+
+
+def test_round_trip_is_lossless_and_serves_the_same_hits(
+    filled: SemanticCache, target: SemanticCache, tmp_path: Path
+) -> None:
+    export(filled, tmp_path / "a")
+    report = import_export(tmp_path / "a", target)
+    assert (report.imported, report.duplicates, report.re_embedded) == (13, 0, 0)
+    assert report.exact_only == 1 and report.dropped_columns == []
+    export(target, tmp_path / "b")
+
+    a, b = records(tmp_path / "a"), records(tmp_path / "b")
+    assert [report.id_map[r["id"]] for r in a] == [r["id"] for r in b]
+    assert [{**r, "id": 0} for r in a] == [{**r, "id": 0} for r in b]
+    vectors_a, vectors_b = (np.load(tmp_path / d / "embeddings.npy") for d in "ab")
+    assert np.array_equal(vectors_a, vectors_b)
+    ids_a, ids_b = (np.load(tmp_path / d / "embedding_ids.npy") for d in "ab")
+    assert [report.id_map[int(i)] for i in ids_a] == ids_b.tolist()
+    man_a, man_b = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in "ab")
+    assert man_a["scopes"] == man_b["scopes"] and man_a["embedder"] == man_b["embedder"]
+
+    semantic = 0
+    for system in (None, SYSTEM):
+        for query in QUERIES:
+            hit_a = filled.lookup(msgs(query, system), Ticket, model=MODEL)
+            hit_b = target.lookup(msgs(query, system), Ticket, model=MODEL)
+            assert (hit_a is None) == (hit_b is None), query
+            if hit_a is not None and hit_b is not None:
+                # model_dump: == on two served values recurses through the attached CacheHit
+                assert (hit_a.tier, hit_a.value.model_dump()) == (
+                    hit_b.tier,
+                    hit_b.value.model_dump(),
+                )
+                assert report.id_map[hit_a.entry_id] == hit_b.entry_id
+                assert hit_b.similarity == pytest.approx(hit_a.similarity, abs=1e-6)
+                semantic += hit_a.tier == "semantic"
+    assert semantic >= 4  # the paraphrases really went through the semantic tier
+    assert target.lookup(image_msgs("what is in this picture"), Ticket, model=MODEL) is not None
+    assert target.lookup(msgs("Order A-1 please"), Order, model="gpt-4o") is not None
+
+
+def test_import_twice_skips_duplicates(
+    filled: SemanticCache, target: SemanticCache, tmp_path: Path
+) -> None:
+    export(filled, tmp_path / "a")
+    import_export(tmp_path / "a", target)
+    again = import_export(tmp_path / "a", target)
+    assert (again.imported, again.duplicates) == (0, 13) and count(target) == 13
+
+
+def test_import_filters_by_scope_namespace_and_age(
+    filled: SemanticCache, target: SemanticCache, tmp_path: Path
+) -> None:
+    with filled.db.transaction() as conn:  # make the Order entry a month old
+        conn.execute(
+            "UPDATE entries SET created_at = created_at - 30 * 86400 WHERE model = 'gpt-4o'"
+        )
+    export(filled, tmp_path / "a")
+    rows = records(tmp_path / "a")
+    order_scope = next(r["scope"] for r in rows if r["model"] == "gpt-4o")
+
+    only_b = import_export(tmp_path / "a", target, namespaces=["tenant-b"])
+    assert (only_b.imported, only_b.filtered) == (1, 12)
+    recent = import_export(tmp_path / "a", target, newer_than=7 * 86400)
+    assert recent.imported == 11 and recent.duplicates == 1 and recent.filtered == 1
+    by_scope = import_export(tmp_path / "a", target, scopes=[order_scope[:12]])
+    assert by_scope.imported == 1 and count(target) == 13
+    assert target.lookup(msgs("Order A-1 please"), Order, model="gpt-4o") is not None
+
+
+class Renamed:
+    """The bundled model under another name: forces a re-embed, and records the batches."""
+
+    name = "test/renamed-minilm"
+
+    def __init__(self, inner: SentenceTransformerEmbedder) -> None:
+        self.inner = inner
+        self.batches: list[list[str]] = []
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    def embed(self, texts: Any) -> np.ndarray:
+        self.batches.append(list(texts))
+        return self.inner.embed(texts)
+
+    def fits(self, text: str) -> bool:
+        return self.inner.fits(text)
+
+
+def test_import_re_embeds_for_another_embedder(
+    filled: SemanticCache, tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    export(filled, tmp_path / "a")
+    renamed = Renamed(embedder)
+    with SemanticCache(tmp_path / "other.db", threshold=0.85, embedder=renamed) as other:
+        report = import_export(tmp_path / "a", other, batch_size=5, progress=True)
+        assert report.re_embedded == 12 and report.exact_only == 1
+        assert [len(b) for b in renamed.batches] == [5, 5, 2]
+        prompts = [r["prompt"] for r in records(tmp_path / "a") if r["prompt"] is not None]
+        assert sorted(t for b in renamed.batches for t in b) == sorted(prompts)
+        assert other.db.settings()["embedder_name"] == "test/renamed-minilm"
+        hit = other.lookup(msgs("Please cancel my subscription"), Ticket, model=MODEL)
+        assert hit is not None and hit.tier == "semantic"
+        assert hit.value == Ticket(text="cancel my subscription")
+
+
+def test_export_carries_columns_it_does_not_know(
+    filled: SemanticCache, target: SemanticCache, tmp_path: Path, embedder: Any
+) -> None:
+    for c in (filled, target):
+        with c.db.transaction() as conn:
+            conn.execute("ALTER TABLE entries ADD COLUMN note TEXT")
+            conn.execute("ALTER TABLE entries ADD COLUMN extra BLOB")
+    with filled.db.transaction() as conn:
+        conn.execute("UPDATE entries SET note = 'kept: ' || id, extra = x'00ff10'")
+    export(filled, tmp_path / "a")
+    import_export(tmp_path / "a", target)
+    rows = target.db.connection().execute("SELECT DISTINCT extra, substr(note, 1, 6) FROM entries")
+    assert rows.fetchall() == [(b"\x00\xff\x10", "kept: ")]
+    with SemanticCache(tmp_path / "plain.db", embedder=embedder) as plain:
+        report = import_export(tmp_path / "a", plain)
+        assert report.imported == 13 and report.dropped_columns == ["note", "extra"]
+
+
+def test_thresholds_travel_with_the_export(
+    filled: SemanticCache, target: SemanticCache, tmp_path: Path
+) -> None:
+    tables = {r[0] for r in filled.db.connection().execute("SELECT name FROM sqlite_master")}
+    if "thresholds" not in tables:
+        pytest.skip("this store has no thresholds table")
+    with filled.db.transaction() as conn:
+        scope = conn.execute("SELECT scope FROM entries WHERE model = 'gpt-4o'").fetchone()[0]
+        for name, value in ((f"scope:{scope}", 0.97), ("schema:Ticket", 0.93), ("scope:gone", 0.5)):
+            conn.execute("INSERT INTO thresholds VALUES (?, ?, 'test', 1.0)", (name, value))
+    export(filled, tmp_path / "a")
+    report = import_export(tmp_path / "a", target, scopes=[scope[:12]])
+    assert report.thresholds == 2  # the imported scope's and the schema's, not another scope's
+    found = dict(target.db.connection().execute("SELECT target, threshold FROM thresholds"))
+    assert found == {f"scope:{scope}": 0.97, "schema:Ticket": 0.93}
+
+
+def damage(kind: str, folder: Path) -> None:
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    if kind == "flipped byte":
+        data = bytearray((folder / "entries.jsonl").read_bytes())
+        data[100] ^= 0x01
+        (folder / "entries.jsonl").write_bytes(bytes(data))
+    elif kind == "truncated vectors":
+        data = (folder / "embeddings.npy").read_bytes()
+        (folder / "embeddings.npy").write_bytes(data[: len(data) // 2])
+    elif kind == "missing index":
+        shutil.rmtree(folder / "indexes")
+    elif kind == "no manifest":
+        manifest_path.unlink()
+    elif kind == "future version":
+        manifest["format_version"] = 99
+        manifest_path.write_text(json.dumps(manifest))
+    elif kind == "unlisted data file":
+        del manifest["files"]["entries.jsonl"]
+        manifest_path.write_text(json.dumps(manifest))
+    elif kind == "bad line, good checksum":
+        path = folder / "entries.jsonl"
+        path.write_text(path.read_text() + "{not json\n")
+        manifest["files"]["entries.jsonl"] = {
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "bytes": path.stat().st_size,
+        }
+        manifest_path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "flipped byte",
+        "truncated vectors",
+        "missing index",
+        "no manifest",
+        "future version",
+        "unlisted data file",
+        "bad line, good checksum",
+    ],
+)
+def test_damaged_export_is_refused_and_changes_nothing(
+    kind: str, filled: SemanticCache, target: SemanticCache, tmp_path: Path
+) -> None:
+    target.store(msgs("already here"), Ticket, Ticket(text="mine"), model=MODEL)
+    settings_before = target.db.settings()
+    export(filled, tmp_path / "a")
+    damage(kind, tmp_path / "a")
+    with pytest.raises(ExportError) as info:
+        import_export(tmp_path / "a", target)
+    assert isinstance(info.value, SemcacheError) and isinstance(info.value, ValueError)
+    assert str(tmp_path / "a") in str(info.value)
+    assert count(target) == 1 and target.db.settings() == settings_before
+
+
+def interrupt_bar(monkeypatch: pytest.MonkeyPatch, desc: str, after: int) -> None:
+    """Make the progress loop named ``desc`` raise KeyboardInterrupt after ``after`` items."""
+    real = export_mod._bar
+
+    def bar(items: Any, progress: Any, **kwargs: Any) -> Any:
+        if kwargs.get("desc") != desc:
+            return real(items, progress, **kwargs)
+
+        def interrupted() -> Iterator[Any]:
+            for i, item in enumerate(items):
+                if i == after:
+                    raise KeyboardInterrupt
+                yield item
+
+        return interrupted()
+
+    monkeypatch.setattr(export_mod, "_bar", bar)
+
+
+def test_interrupted_import_leaves_the_target_as_it_was(
+    filled: SemanticCache, target: SemanticCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    export(filled, tmp_path / "a")
+    target.store(msgs("already here"), Ticket, Ticket(text="mine"), model=MODEL)
+    interrupt_bar(monkeypatch, "import", after=5)
+    with pytest.raises(KeyboardInterrupt):
+        import_export(tmp_path / "a", target)
+    assert count(target) == 1
+    monkeypatch.undo()  # the cache is still usable, and a retry completes
+    assert import_export(tmp_path / "a", target).imported == 13 and count(target) == 14
+
+
+def test_interrupted_re_embed_writes_nothing(
+    filled: SemanticCache, tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    export(filled, tmp_path / "a")
+    renamed = Renamed(embedder)
+    real_embed = renamed.embed
+
+    def embed(texts: Any) -> np.ndarray:
+        if renamed.batches:
+            raise KeyboardInterrupt
+        return real_embed(texts)
+
+    renamed.embed = embed  # type: ignore[method-assign]
+    with SemanticCache(tmp_path / "other.db", embedder=renamed) as other:
+        with pytest.raises(KeyboardInterrupt):
+            import_export(tmp_path / "a", other, batch_size=4)
+        assert count(other) == 0
+
+
+def test_interrupted_export_leaves_no_folder(
+    filled: SemanticCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "exports").mkdir()
+    interrupt_bar(monkeypatch, "export", after=3)
+    with pytest.raises(KeyboardInterrupt):
+        export(filled, tmp_path / "exports" / "a")
+    assert list((tmp_path / "exports").iterdir()) == []
+    # the read snapshot was released: the cache still writes
+    assert filled.store(msgs("after"), Ticket, Ticket(text="x"), model=MODEL) is not None
+
+
+def test_export_never_overwrites_other_folders(filled: SemanticCache, tmp_path: Path) -> None:
+    export(filled, tmp_path / "a")
+    with pytest.raises(SemcacheError, match="is an export"):
+        export(filled, tmp_path / "a")
+    filled.store(msgs("one more"), Ticket, Ticket(text="x"), model=MODEL)
+    assert export(filled, tmp_path / "a", overwrite=True).entries == 14
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(SemcacheError, match="non-empty folder"):
+        export(filled, tmp_path / "mine", overwrite=True)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_empty_cache_exports_and_imports(
+    cache: SemanticCache, target: SemanticCache, tmp_path: Path
+) -> None:
+    report = export(cache, tmp_path / "a")
+    assert (report.entries, report.embedded, report.scopes) == (0, 0, 0)
+    assert import_export(tmp_path / "a", target).imported == 0
