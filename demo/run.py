@@ -1,0 +1,214 @@
+"""Run the ticket-extraction stream through semcache and report what the cache did.
+
+    python demo/run.py [--db PATH] [--limit N] [--latency SECONDS] [--threshold X] [--keep]
+
+Without OPENAI_API_KEY the requests go to the local stub provider (offline, answers from the data
+file, simulated latency). With it they go to the real OpenAI API; the data file's answers are
+still what "right" means, so the report also counts provider answers that disagree with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+# The bundled embedding model is on disk; never let a library reach for the Hugging Face Hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+if __package__ in (None, ""):
+    # `python demo/run.py` puts demo/ on sys.path, not the repo root that holds demo/ and semcache/.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import instructor
+import openai
+from instructor.core import InstructorError
+from openai import OpenAI
+from tqdm import tqdm
+
+from demo.app import (
+    DATA_PATH,
+    MODEL,
+    REPO_ROOT,
+    SYSTEM_PROMPT,
+    Ticket,
+    TicketRequest,
+    answers_by_text,
+    load_stream,
+)
+from demo.report import DemoReport, Outcome, format_report, summarize
+from demo.stub_provider import StubProvider
+from semcache import SemanticCache, cache_hit
+
+DEFAULT_DB = REPO_ROOT / ".semcache-demo" / "demo.db"
+DEFAULT_LATENCY_S = 0.35
+DEFAULT_THRESHOLD = 0.9
+
+
+@contextmanager
+def provider(
+    answers: dict[str, dict[str, Any]], latency_s: float, use_openai: bool
+) -> Iterator[tuple[OpenAI, StubProvider | None]]:
+    """An OpenAI client for the real API, or one pointed at a stub server that lives as long."""
+    if use_openai:
+        client = OpenAI()
+        with client:
+            yield client, None
+        return
+    with StubProvider(answers, latency_s=latency_s) as stub:
+        client = OpenAI(base_url=stub.base_url, api_key="stub", max_retries=0)
+        with client:
+            yield client, stub
+
+
+def ask(client: Any, request: TicketRequest) -> Outcome:
+    """Send one request through the cached client and record where its answer came from."""
+    messages = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": request.text},
+    ]
+    started = time.perf_counter()
+    try:
+        ticket, completion = client.create_with_completion(
+            model=MODEL, response_model=Ticket, messages=messages, max_retries=1
+        )
+    except (InstructorError, openai.OpenAIError) as exc:
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return Outcome(request.id, request.kind, request.text, "error", elapsed_ms,
+                       request.answer, None, error=str(exc)[:300])  # fmt: skip
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    hit = cache_hit(ticket)
+    usage = getattr(completion, "usage", None)
+    tokens = int(getattr(usage, "total_tokens", 0) or 0)
+    return Outcome(
+        id=request.id,
+        kind=request.kind,
+        text=request.text,
+        tier="provider" if hit is None else hit.tier,
+        latency_ms=elapsed_ms,
+        expected=request.answer,
+        got=ticket.model_dump(mode="json"),
+        tokens=tokens,
+        similarity=None if hit is None else hit.similarity,
+        matched_prompt=None if hit is None else hit.matched_prompt,
+    )
+
+
+def _warm_up(cache: SemanticCache) -> None:
+    """Load the embedding model before timing starts, so request 1 is not charged ~6 s for it."""
+    embedder = getattr(cache, "embedder", None)
+    if embedder is not None and hasattr(embedder, "embed"):
+        embedder.embed(["warm-up"])
+
+
+def run_demo(
+    db_path: Path = DEFAULT_DB,
+    *,
+    limit: int | None = None,
+    latency_s: float = DEFAULT_LATENCY_S,
+    threshold: float = DEFAULT_THRESHOLD,
+    fresh: bool = True,
+    progress: bool = True,
+    data_path: Path = DATA_PATH,
+) -> DemoReport:
+    """Run the stream (or its first ``limit`` requests) and return the report.
+
+    Also writes the report as JSON next to the database, for tests and for comparing runs.
+    """
+    requests = load_stream(data_path)[:limit]
+    use_openai = bool(os.environ.get("OPENAI_API_KEY"))
+    db_path = Path(db_path)
+    if fresh and db_path.parent.exists():
+        # The database and its SQLite side files (-wal, -shm); nothing else in the folder.
+        for stale in db_path.parent.glob(db_path.name + "*"):
+            stale.unlink()
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+
+    outcomes: list[Outcome] = []
+    cache = SemanticCache(db_path, threshold=threshold)
+    try:
+        _warm_up(cache)
+        with provider(answers_by_text(requests), latency_s, use_openai) as (openai_client, stub):
+            client = cache.wrap(instructor.from_openai(openai_client))
+            started = time.perf_counter()
+            bar = tqdm(requests, desc="tickets", unit="req", disable=not progress, leave=False)
+            with bar if progress else nullcontext(bar):
+                for request in bar:
+                    outcomes.append(ask(client, request))
+                    bar.set_postfix(_postfix(outcomes), refresh=False)
+            wall_time_s = time.perf_counter() - started
+        stats = cache.stats()
+    finally:
+        cache.close()
+
+    report = summarize(
+        outcomes,
+        mode="openai" if use_openai else "stub",
+        model=MODEL,
+        threshold=threshold,
+        wall_time_s=wall_time_s,
+        server_calls=None if stub is None else stub.calls,
+        cache_stats=dataclasses.asdict(stats),
+    )
+    report_path = db_path.parent / "report.json"
+    report_path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def _postfix(outcomes: list[Outcome]) -> dict[str, int]:
+    hits = sum(o.is_hit for o in outcomes)
+    wrong = sum(o.is_hit and bool(o.wrong_fields) for o in outcomes)
+    return {"hits": hits, "misses": len(outcomes) - hits, "wrong": wrong}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, run the demo, print the report."""
+    parser = argparse.ArgumentParser(description="semcache demo: support-ticket extraction")
+    parser.add_argument("--db", type=Path, default=DEFAULT_DB, help="cache file (SQLite)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N requests")
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=DEFAULT_LATENCY_S,
+        help="stub provider latency in seconds (ignored with OPENAI_API_KEY)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help="cosine similarity needed for a semantic hit",
+    )
+    fresh = parser.add_mutually_exclusive_group()
+    fresh.add_argument(
+        "--fresh",
+        dest="fresh",
+        action="store_true",
+        default=True,
+        help="start from an empty cache (default)",
+    )
+    fresh.add_argument(
+        "--keep",
+        dest="fresh",
+        action="store_false",
+        help="reuse the cache file from an earlier run",
+    )
+    args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
+    report = run_demo(args.db, limit=args.limit, latency_s=args.latency,
+                      threshold=args.threshold, fresh=args.fresh)  # fmt: skip
+    print(format_report(report))
+    print(f"\nreport written to {Path(args.db).parent / 'report.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
