@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -50,6 +51,7 @@ DEFAULT_NAMESPACE = "default"
 # A query this close to one a hit was marked wrong for is treated as the same query.
 FEEDBACK_RADIUS = 0.95
 _CANDIDATES = 4  # nearest neighbours examined, so one stale or vetoed entry does not hide the next
+_SAVE_AFTER = 50_000  # vectors added to a scope before maintenance saves its index again
 _DEFAULT_VERIFIER: Any = object()
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -309,6 +311,8 @@ class SemanticCache:
             return
         try:
             self.flush()
+            if self._index is not None:
+                self._index.save()
         finally:
             self._closed = True
             self._store.close()
@@ -423,13 +427,18 @@ class SemanticCache:
         candidates = [(i, s) for i, s in found if s >= threshold]
         rows = self._store.get_many([i for i, _ in candidates], now)
         gone = [i for i, _ in candidates if i not in rows]
-        if gone:  # deleted, expired or replaced elsewhere: drop from this process's index
-            index.remove(keyed.scope, gone)
+        if gone and index.remove(keyed.scope, gone):  # deleted, expired or replaced elsewhere
+            index.drop(keyed.scope)  # too many tombstones: rebuild from the store next time
         wrong_for = self._store.wrong_queries(list(rows), index.dimension)
         verdict: Verdict | None = None
-        for entry_id, similarity in candidates:
+        for entry_id, _ in candidates:
             row = rows.get(entry_id)
             if row is None or row.scope != keyed.scope or row.prompt is None:
+                continue
+            # The similarity that decides is recomputed from the store's own vector: the index
+            # only proposes candidates, so even a damaged index cannot make a wrong hit.
+            similarity = _similarity(row.embedding, vector)
+            if similarity < threshold:
                 continue
             verdict = self._verify(plan, row, similarity, vector, wrong_for.get(entry_id))
             if not verdict.accept:
@@ -498,8 +507,9 @@ class SemanticCache:
                 expires_at=None if ttl is None else time.time() + ttl,
             )
         )  # fmt: skip
-        if replaced is not None and self._index is not None:
-            self._index.remove(keyed.scope, [replaced])
+        index = self._index
+        if replaced is not None and index is not None and index.remove(keyed.scope, [replaced]):
+            index.drop(keyed.scope)
         self._emit(StoreEvent(keyed.namespace, keyed.scope, entry_id, replaced))
         if self.max_entries is not None:
             self.flush()  # eviction is by last hit: write pending hit times first
@@ -518,6 +528,8 @@ class SemanticCache:
                     older_than=time.time() - self.audit_retention, max_rows=self.audit_max_rows
                 )
             self._thresholds = self._store.thresholds()
+            if self._index is not None and self._maintenance.due("save_index"):
+                self._index.save(min_unsaved=_SAVE_AFTER)
         except Exception as exc:
             logger.debug("semcache: maintenance postponed: %s", exc)
 
@@ -526,8 +538,8 @@ class SemanticCache:
         for entry_id, scope in gone:
             by_scope.setdefault(scope, []).append(entry_id)
         for scope, ids in by_scope.items():
-            if self._index is not None:
-                self._index.remove(scope, ids)
+            if self._index is not None and self._index.remove(scope, ids):
+                self._index.drop(scope)
             self._emit(EvictEvent(self.namespace, scope, tuple(ids), reason))
 
     def _threshold_for(self, plan: Plan) -> float:
@@ -538,6 +550,11 @@ class SemanticCache:
             if target in thresholds:
                 return thresholds[target]
         return self.threshold
+
+    def _index_folder(self) -> Path | None:
+        """Where large scopes' indexes are saved: ``<database file>.index/`` (none in memory)."""
+        path = self._store.path
+        return None if path is None else path.with_name(path.name + ".index")
 
     def _embeddable(self, plan: Plan) -> bool:
         """Whether the request may use the semantic tier: it has a text the model reads whole.
@@ -565,8 +582,14 @@ class SemanticCache:
                 if self._index is None:
                     dimension = self.embedder.dimension
                     self._store.check_settings({"embedder_dimension": str(dimension)})
-                    self._index = VectorIndex(dimension)
+                    self._index = VectorIndex(
+                        dimension,
+                        self._index_folder(),
+                        self._store.settings().get("database_id", ""),
+                    )
                 index = self._index
+        if not index.has(scope):
+            index.load(scope)  # a saved index spares rebuilding a large scope from SQLite
         ids, vectors = self._store.vectors_since(scope, index.watermark(scope), index.dimension)
         index.add(scope, ids, vectors)
         return index
@@ -629,6 +652,13 @@ def check_threshold(threshold: float) -> float:
     if not -1.0 <= threshold <= 1.0:  # also refuses NaN
         raise UsageError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
     return float(threshold)
+
+
+def _similarity(blob: bytes | None, vector: np.ndarray) -> float:
+    """Cosine similarity of a stored float32 blob and a query vector (both unit length)."""
+    if blob is None or len(blob) != vector.size * 4:
+        return -2.0  # below any threshold: a missing or damaged vector never matches
+    return min(1.0, float(np.frombuffer(blob, dtype="<f4") @ vector))
 
 
 def _tokens_of(completion: Any) -> int:

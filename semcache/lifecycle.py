@@ -18,7 +18,7 @@ from semcache.keys import schema_fingerprint
 from semcache.verify import AcceptAll, Verifier
 
 # How often (seconds) each periodic job may run; checked on the lookup path, so the check is cheap.
-_PERIODS = {"expire": 30.0, "audit": 300.0}
+_PERIODS = {"expire": 30.0, "audit": 300.0, "save_index": 60.0}
 
 
 def check_ttl(ttl: float | None) -> float | None:

@@ -74,3 +74,4 @@ class StoredEntry:
     response_json: str
     raw_json: str | None
     total_tokens: int
+    embedding: bytes | None = None

@@ -116,6 +116,9 @@ CREATE TABLE IF NOT EXISTS shadow (
 CREATE INDEX IF NOT EXISTS shadow_scope ON shadow (scope);
 """
 
+# Columns added to ``entries`` after the first files were written, oldest first.
+_ADDED_COLUMNS = (("expires_at", "REAL"),)
+
 _VIEWS = {
     "scope_summary": """SELECT scope, namespace, model, schema_name, count(*) AS entries,
         sum(hits) AS hits, max(created_at) AS last_created
@@ -140,6 +143,7 @@ _LOG_INSERTS = {
 }
 
 _ENTRY_COLUMNS = "id, exact_key, scope, prompt, response_json, raw_json, total_tokens"
+_CANDIDATE_COLUMNS = _ENTRY_COLUMNS + ", embedding"
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,7 @@ class Store:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)  # idempotent DDL
+                self._migrate(conn)
             self._ensure_views()
         except (sqlite3.DatabaseError, StoreError) as exc:
             self.close()
@@ -250,6 +255,15 @@ class Store:
                     conn.close()
             self._all.clear()
 
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        """Add columns that files written by earlier versions lack (all nullable), so an old file
+        keeps working instead of failing every query."""
+        have = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
+        for column, kind in _ADDED_COLUMNS:
+            if column not in have:
+                conn.execute(f"ALTER TABLE entries ADD COLUMN {column} {kind}")
+
     def _ensure_views(self) -> None:
         """Read-only views for ``sqlite3`` and Datasette users (times as UTC datetimes)."""
         db = sqlite_utils.Database(self.connection())
@@ -279,7 +293,11 @@ class Store:
                         f"cache file was created with {key}={stored[key]!r}, "
                         f"not {value!r}: open it with the same embedder, or use another file"
                     )
-            missing = {"format_version": str(FORMAT_VERSION), "created_at": str(time.time())}
+            missing = {
+                "format_version": str(FORMAT_VERSION),
+                "created_at": str(time.time()),
+                "database_id": uuid.uuid4().hex,  # binds derived index files to this database
+            }
             missing.update(expected)
             conn.executemany(
                 "INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)", missing.items()
@@ -308,7 +326,7 @@ class Store:
         rows = (
             self.connection()
             .execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE id IN ({marks}) "
+                f"SELECT {_CANDIDATE_COLUMNS} FROM entries WHERE id IN ({marks}) "
                 "AND (expires_at IS NULL OR expires_at > ?)",
                 [*ids, now],
             )

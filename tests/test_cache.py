@@ -272,3 +272,19 @@ def test_served_values_can_be_compared(cache: SemanticCache) -> None:
     assert first is not None and second is not None
     assert first.value.model_dump() == second.value.model_dump()
     assert (first.value == second.value) in (True, False)  # no RecursionError through the hit
+
+
+def test_a_file_from_an_earlier_version_is_migrated(db_path: Path, embedder: Any) -> None:
+    import sqlite3
+
+    with SemanticCache(db_path, embedder=embedder) as cache:
+        cache.store(user("Where is my parcel?"), Answer, Answer(text="a"))
+    conn = sqlite3.connect(db_path)
+    conn.execute("DROP VIEW entries_overview")  # views name the column; drop them first
+    conn.execute("ALTER TABLE entries DROP COLUMN expires_at")  # as written before TTLs existed
+    conn.commit()
+    conn.close()
+    with SemanticCache(db_path, embedder=embedder) as cache:
+        hit = cache.lookup(user("Where is my parcel?"), Answer)
+        assert hit is not None and hit.value.text == "a"
+        assert cache.store(user("Cancel my order"), Answer, Answer(text="c"), ttl=60) is not None
