@@ -244,3 +244,22 @@ def test_async_client_wrapped_from_async_openai(
 ) -> None:
     wrapped = cache.wrap(instructor.from_openai(async_openai_client(provider)))
     assert type(wrapped).__name__ == "AsyncCachedInstructor"
+
+
+def test_key_is_taken_before_retries_mutate_the_request(
+    client: Any, provider: FakeProvider
+) -> None:
+    class Strict(BaseModel):
+        text: str
+        count: int
+
+    answers = iter([{"text": "first try, missing count"}, {"text": "ok", "count": 2}])
+    provider.answer = lambda body: next(answers)
+    messages = [{"role": "user", "content": "Count the items"}]
+    value = client.create(model="m", response_model=Strict, messages=messages, max_retries=2)
+    assert value.count == 2 and provider.count == 2
+    assert len(provider.calls[1]["messages"]) > 1  # instructor's reask added turns on its copy
+    assert messages == [{"role": "user", "content": "Count the items"}]
+    again = client.messages.create(model="m", response_model=Strict, messages=messages)
+    hit = cache_hit(again)
+    assert hit is not None and hit.tier == "exact" and provider.count == 2
