@@ -1,7 +1,8 @@
-"""Row-level maintenance over a cache file: list, show, prune, vacuum, check, views, nearest.
+"""Row-level maintenance over a cache file: stats, list, show, prune, vacuum, nearest.
 
 Everything here works on a ``Store`` and never loads the embedding model (except ``nearest``, which
-is handed an embedder), so the CLI commands built on it start without importing torch. Columns are
+is handed an embedder), so the CLI commands built on it start without importing torch. Verifying
+and repairing a file is ``semcache.check``; the audit log is ``semcache.audit_log``. Columns are
 read with ``PRAGMA table_info`` where a function carries whole rows, because the ``entries`` table
 grows columns over time (``expires_at``, ...) and maintenance code must not silently drop them.
 All SQL is parameterized; every write goes through ``store.transaction()``.
@@ -12,12 +13,10 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import math
 import re
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,26 +25,14 @@ from pydantic import BaseModel
 from semcache.cache import DEFAULT_THRESHOLD
 from semcache.embedding import Embedder
 from semcache.errors import EntryNotFoundError, UsageError
+from semcache.integrations.instructor_cache import instructor_cache_stats
 from semcache.keys import schema_fingerprint
-from semcache.store import FORMAT_VERSION, Store
+from semcache.store import Store
 
 SORTS = ("recent", "hits", "created", "id")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_NORM_TOLERANCE = 1e-3  # float32 vectors from a normalizing model are within ~1e-6 of norm 1
 _CHUNK = 500  # ids per DELETE/UPDATE statement, well under SQLite's parameter limit
-
-VIEWS = {
-    "entries_overview": """SELECT id, namespace, model, schema_name, prompt, hits, total_tokens,
-        embedding IS NOT NULL AS embedded,
-        datetime(created_at, 'unixepoch') AS created_at,
-        datetime(last_hit_at, 'unixepoch') AS last_hit_at
-        FROM entries""",
-    "hits_per_scope": """SELECT scope, namespace, model, schema_name, count(*) AS entries,
-        sum(hits) AS hits, sum(hits * total_tokens) AS tokens_avoided,
-        datetime(max(last_hit_at), 'unixepoch') AS last_hit_at
-        FROM entries GROUP BY scope, namespace, model, schema_name""",
-}
 
 
 @dataclass(frozen=True)
@@ -112,15 +99,13 @@ def entry_columns(store: Store) -> list[str]:
     return [str(row[1]) for row in rows]
 
 
-def ensure_views(store: Store) -> None:
-    """Create the read-only views for ``sqlite3``/Datasette users (times as UTC datetimes)."""
-    with store.transaction() as conn:
-        for name, select in VIEWS.items():
-            conn.execute(f"CREATE VIEW IF NOT EXISTS {name} AS {select}")
-
-
 def stats(store: Store) -> dict[str, Any]:
-    """File-wide numbers from SQLite alone: no model, no index."""
+    """File-wide numbers from SQLite alone: no model, no index.
+
+    Besides the entries and counters: how many scopes have a persisted threshold, the
+    ``instructor_cache`` table of ``SQLiteCache`` (zeros when the file never used it), and, once
+    shadow checks have run, ``shadow``: per scope, samples and agreements with the provider.
+    """
     conn = store.connection()
     entries, embedded, scopes, namespaces, oldest, newest = conn.execute(
         "SELECT count(*), count(embedding), count(DISTINCT scope), count(DISTINCT namespace), "
@@ -131,7 +116,7 @@ def stats(store: Store) -> dict[str, Any]:
     exact, semantic = counters.get("exact_hits", 0), counters.get("semantic_hits", 0)
     misses = counters.get("misses", 0)
     lookups = exact + semantic + misses
-    return {
+    numbers: dict[str, Any] = {
         "file": str(store.path) if store.path else ":memory:",
         "file_bytes": _file_bytes(store),
         "format_version": settings.get("format_version"),
@@ -147,9 +132,18 @@ def stats(store: Store) -> dict[str, Any]:
         "misses": misses,
         "hit_rate": round((exact + semantic) / lookups, 4) if lookups else 0.0,
         "tokens_avoided": counters.get("tokens_avoided", 0),
+        "scope_thresholds": sum(t.startswith("scope:") for t in store.thresholds()),
         "oldest_entry": oldest,
         "newest_entry": newest,
     }
+    for name, value in dataclasses.asdict(instructor_cache_stats(store)).items():
+        numbers[f"instructor_cache_{name}"] = value  # entries, expired, hits, misses
+    shadow = store.shadow_counts()
+    if shadow:
+        numbers["shadow"] = {
+            scope: {"samples": n, "agreements": agreed} for scope, (n, agreed, _) in shadow.items()
+        }
+    return numbers
 
 
 def list_entries(
@@ -255,102 +249,6 @@ def vacuum(store: Store) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
-class Finding:
-    """One check: what was looked at, whether it passed, and how many rows a fix repaired."""
-
-    check: str
-    ok: bool
-    detail: str
-    fixed: int = 0
-
-
-@dataclass
-class CheckReport:
-    findings: list[Finding] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing is left broken (problems a fix repaired count as resolved)."""
-        return all(f.ok or f.fixed for f in self.findings)
-
-
-# Row checks run in SQL: (name, the rows that fail, the repair applied to them with fix=True).
-_ROW_CHECKS: tuple[tuple[str, str, str | None], ...] = (
-    ("answer JSON", "json_valid(response_json) = 0", "DELETE FROM entries WHERE id IN ({})"),
-    (
-        "completion JSON",
-        "(raw_json IS NOT NULL AND json_valid(raw_json) = 0) "
-        "OR (usage_json IS NOT NULL AND json_valid(usage_json) = 0)",
-        "UPDATE entries SET raw_json = CASE WHEN json_valid(raw_json) THEN raw_json END, "
-        "usage_json = CASE WHEN json_valid(usage_json) THEN usage_json END WHERE id IN ({})",
-    ),
-    (
-        "scopes",  # a scope is a hash of namespace, model and schema among others: never mixed
-        "scope IN (SELECT scope FROM entries GROUP BY scope HAVING count(DISTINCT namespace "
-        "|| '|' || coalesce(model, '') || '|' || schema_name) > 1)",
-        None,
-    ),
-)
-_NULL_EMBEDDINGS = "UPDATE entries SET embedding = NULL WHERE id IN ({})"
-
-
-def check(store: Store, fix: bool = False) -> CheckReport:
-    """Verify the file: SQLite integrity, settings, every embedding blob, JSON columns, scopes,
-    and that the per-scope indexes derive from SQLite with every valid vector.
-
-    With ``fix`` (one transaction): a broken embedding (wrong size, NaN/inf, not unit length) is
-    set to NULL, so the entry stays served by the exact tier; an entry whose answer is not JSON is
-    deleted; a damaged raw completion or usage is set to NULL; a missing dimension setting is
-    recorded from the blobs. The FAISS index lives in memory, so every cache opened afterwards
-    rebuilds it from the repaired rows; a process that has the file open keeps its own index.
-    """
-    conn = store.connection()
-    settings = store.settings()
-    integrity = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
-    version, name = settings.get("format_version"), settings.get("embedder_name")
-    findings = [
-        Finding("sqlite integrity", integrity == ["ok"], "; ".join(integrity[:5])),
-        Finding("format version", version == str(FORMAT_VERSION), f"{version}"),
-        Finding("embedder name", name is not None, name or "not recorded"),
-    ]
-    repairs: list[tuple[str, list[Any]]] = []  # run in one transaction when fixing
-    rows = conn.execute("SELECT id, embedding FROM entries WHERE embedding IS NOT NULL").fetchall()
-    sizes = Counter(len(b) for _, b in rows if isinstance(b, bytes))
-    recorded = settings.get("embedder_dimension")
-    dimension = int(recorded) if recorded else (sizes.most_common(1)[0][0] // 4 if sizes else None)
-    if recorded or dimension is None:
-        findings.append(Finding("embedder dimension", True, recorded or "none yet (no embeddings)"))
-    else:  # only recorded on a cache's first semantic lookup; the blobs tell it meanwhile
-        detail = f"not recorded; blobs say {dimension}"
-        findings.append(Finding("embedder dimension", False, detail, int(fix)))
-        record = "INSERT OR IGNORE INTO settings VALUES ('embedder_dimension', ?)"
-        repairs.append((record, [str(dimension)]))
-
-    bad = _bad_embeddings(rows, dimension)
-    problems: list[tuple[str, list[int], str, str | None]] = [
-        ("embeddings", bad, f"{len(rows)} checked, {len(bad)} broken", _NULL_EMBEDDINGS)
-    ]
-    for label, condition, repair in _ROW_CHECKS:
-        ids = _ids_where(conn, condition)
-        problems.append((label, ids, f"{len(ids)} failing", repair))
-    for label, ids, detail, repair in problems:
-        fixed = len(ids) if fix and repair else 0
-        findings.append(Finding(label, not ids, detail + _ids(ids), fixed))
-        if repair:
-            repairs += [(repair.format(_marks(chunk)), list(chunk)) for chunk in _chunks(ids)]
-    if dimension is not None:
-        findings.append(_index_finding(store, dimension, sizes[dimension * 4]))
-    if fix and repairs:
-        with store.transaction() as conn:
-            for statement, params in repairs:
-                conn.execute(statement, params)
-    n = stats(store)
-    counts = f"{n['entries']} entries, {n['embedded']} embedded, {n['scopes']} scopes"
-    findings.append(Finding("counts", True, counts))
-    return CheckReport(findings)
-
-
-@dataclass(frozen=True)
 class Neighbour:
     """A stored entry near a query text, with the verdict the cache would reach on similarity
     alone (a served hit also needs the stored JSON to validate against the response model)."""
@@ -397,7 +295,7 @@ def nearest(
     """
     from semcache.index import VectorIndex
 
-    persisted = _persisted_thresholds(store)
+    persisted = store.thresholds()
 
     def cutoff(scope: str, schema_name: str) -> float:
         if threshold is not None:
@@ -445,15 +343,6 @@ def nearest(
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _persisted_thresholds(store: Store) -> dict[str, float]:
-    """Thresholds saved in the file by target (``scope:…``, ``schema:…``, ``default``)."""
-    conn = store.connection()
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'thresholds'").fetchone():
-        return {}
-    rows = conn.execute("SELECT target, threshold FROM thresholds").fetchall()
-    return {str(target): float(value) for target, value in rows}
-
-
 def _validates(cls: type[BaseModel], row: tuple[Any, ...]) -> bool:
     try:
         strict = json.loads(row[2]).get("strict", True)
@@ -464,36 +353,6 @@ def _validates(cls: type[BaseModel], row: tuple[Any, ...]) -> bool:
     except Exception:  # ValidationError, or a validator raising anything else: not servable
         return False
     return True
-
-
-def _bad_embeddings(rows: list[tuple[Any, Any]], dimension: int | None) -> list[int]:
-    bad = []
-    for entry_id, blob in rows:
-        if not isinstance(blob, bytes) or dimension is None or len(blob) != dimension * 4:
-            bad.append(int(entry_id))
-            continue
-        vector = np.frombuffer(blob, dtype="<f4").astype(np.float64)
-        norm = float(np.linalg.norm(vector))
-        if not math.isfinite(norm) or abs(norm - 1.0) > _NORM_TOLERANCE:
-            bad.append(int(entry_id))
-    return bad
-
-
-def _index_finding(store: Store, dimension: int, expected: int) -> Finding:
-    """Build every scope's index from SQLite, as a cache does on open: it must hold every blob
-    of the right size (NaN or non-unit vectors too, until a fix drops them)."""
-    from semcache.index import VectorIndex
-
-    index = VectorIndex(dimension)
-    all_scopes = [r[0] for r in store.connection().execute("SELECT DISTINCT scope FROM entries")]
-    for scope in all_scopes:
-        index.add(scope, *store.vectors_since(scope, 0, dimension))
-    detail = f"{len(all_scopes)} scopes rebuilt from SQLite, {index.size()} vectors"
-    return Finding("index", index.size() == expected, detail + "; caches rebuild on open")
-
-
-def _ids_where(conn: Any, condition: str) -> list[int]:
-    return [int(r[0]) for r in conn.execute(f"SELECT id FROM entries WHERE {condition}")]
 
 
 def _delete_ids(conn: Any, ids: list[int]) -> None:
@@ -507,12 +366,6 @@ def _chunks(ids: list[int]) -> list[list[int]]:
 
 def _marks(items: list[Any]) -> str:
     return ",".join("?" * len(items))
-
-
-def _ids(ids: list[int]) -> str:
-    """The first ids of a finding, for the report: " (ids 3, 7, ...)"."""
-    listed = ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "")
-    return f" (ids {listed})" if ids else ""
 
 
 def _file_bytes(store: Store) -> int:

@@ -440,7 +440,7 @@ class SemanticCache:
             similarity = _similarity(row.embedding, vector)
             if similarity < threshold:
                 continue
-            verdict = self._verify(plan, row, similarity, vector, wrong_for.get(entry_id))
+            verdict = self._verify(plan, row, similarity, vector, wrong_for.get(entry_id), start)
             if not verdict.accept:
                 continue
             hit = self._rehydrate(plan, row, min(similarity, 1.0), "semantic")
@@ -459,6 +459,7 @@ class SemanticCache:
         similarity: float,
         vector: np.ndarray,
         wrong_for: np.ndarray | None,
+        start: float,
     ) -> Verdict:
         """Feedback first (a hit marked wrong for a near-duplicate query), then the verifier."""
         query = plan.keyed.text or ""
@@ -473,7 +474,7 @@ class SemanticCache:
             self._ledger.row("vetoes", (
                 time.time(), scope, row.id, query, row.prompt, similarity, stage, verdict.reason,
             ))  # fmt: skip
-            self._audit(plan, None, row, similarity, "veto", f"{stage}: {verdict.reason}")
+            self._audit(plan, start, row, similarity, "veto", f"{stage}: {verdict.reason}")
             if self.events.active:
                 self._emit(VetoEvent(
                     plan.keyed.namespace, scope, row.id, query, row.prompt, similarity, stage,
@@ -620,7 +621,7 @@ class SemanticCache:
     def _audit(
         self,
         plan: Plan,
-        start: float | None,
+        start: float,
         row: StoredEntry | None,
         similarity: float | None,
         verdict: str,
@@ -628,7 +629,7 @@ class SemanticCache:
     ) -> None:
         if not self.audit:
             return
-        latency_ms = 0.0 if start is None else (time.perf_counter() - start) * 1000.0
+        latency_ms = (time.perf_counter() - start) * 1000.0
         keyed = plan.keyed
         self._ledger.row("audit", (
             time.time(), keyed.namespace, keyed.scope, keyed.text, row.id if row else None,

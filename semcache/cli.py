@@ -1,4 +1,7 @@
-"""The ``semcache`` command line: thin click commands over ``admin`` and ``export``.
+"""The ``semcache`` command line: thin click commands over the library.
+
+``admin`` (stats, ls, show, query, prune, vacuum), ``check``, ``audit_log`` (log), ``export`` and
+``importer``; ``cli_output`` prints what they return.
 
 Each command opens the cache file, calls one library function and formats what it returns, so
 everything the CLI does is also a function call away. Library errors (``SemcacheError``) and
@@ -10,10 +13,7 @@ read SQLite alone and never import torch, which keeps them fast to start.
 from __future__ import annotations
 
 import contextlib
-import csv
-import datetime as dt
 import importlib
-import io
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,12 +21,13 @@ from typing import Any, TypeVar
 
 import click
 
-from semcache import admin
-from semcache.errors import SemcacheError
+from semcache import admin, audit_log
+from semcache.check import check as check_file
+from semcache.cli_output import emit, iso, output_options, rounded, short_ids
+from semcache.errors import SemcacheError, UsageError
 from semcache.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
-_CELL = 60  # widest table cell; --json and --csv always carry full values
 
 
 class _Group(click.Group):
@@ -52,15 +53,6 @@ class _Duration(click.ParamType):  # type: ignore[type-arg,unused-ignore]
 
 
 DURATION = _Duration()
-
-
-def output_options(func: F) -> F:
-    """``--table`` (the default), ``--json`` or ``--csv``: the same for every command."""
-    func = click.option("--csv", "fmt", flag_value="csv", help="CSV with a header row.")(func)
-    func = click.option("--json", "fmt", flag_value="json", help="JSON, full values.")(func)
-    return click.option(
-        "--table", "fmt", flag_value="table", default=True, help="A readable table (default)."
-    )(func)
 
 
 def filter_options(func: F) -> F:
@@ -93,14 +85,21 @@ def main() -> None:
 @click.argument("db")
 @output_options
 def stats(db: str, fmt: str) -> None:
-    """Entries, scopes, hits per tier, misses and tokens avoided, from SQLite alone.
+    """Entries, scopes, hits per tier, misses, tokens avoided, per-scope thresholds, the
+    instructor cache= table and, once shadow checks ran, the precision per scope; SQLite alone.
 
     Example: semcache stats cache.db
     """
     with _store(db) as store:
         numbers = admin.stats(store)
     for key in ("oldest_entry", "newest_entry"):
-        numbers[key] = _iso(numbers[key])
+        numbers[key] = iso(numbers[key])
+    if fmt != "json":  # one line per scope: "12 of 13 agree (0.923)"
+        for scope, n in numbers.pop("shadow", {}).items():
+            rate = n["agreements"] / n["samples"]
+            numbers[f"shadow {scope[:12]}"] = (
+                f"{n['agreements']} of {n['samples']} agree ({rate:.3f})"
+            )
     emit(numbers, fmt)
 
 
@@ -120,7 +119,7 @@ def ls(db: str, sort: str, limit: int, fmt: str, **filters: Any) -> None:
             store, admin.EntryFilter(**filters), sort=sort, limit=limit or None
         )
     for row in rows:
-        row["created_at"], row["last_hit_at"] = _iso(row["created_at"]), _iso(row["last_hit_at"])
+        row["created_at"], row["last_hit_at"] = iso(row["created_at"]), iso(row["last_hit_at"])
     emit(rows, fmt, widths={"scope": 12, "prompt": 50})
 
 
@@ -140,7 +139,7 @@ def show(db: str, entry_id: int, fmt: str) -> None:
             with contextlib.suppress(ValueError):
                 entry[key] = json.loads(value)
         elif key.endswith("_at"):
-            entry[key] = _iso(value)
+            entry[key] = iso(value)
     emit(entry, fmt, widths={})
 
 
@@ -177,7 +176,6 @@ def query(
     _must_exist(db)
     name = embedder or _recorded_embedder(db)
     with SemanticCache(db, embedder=_embedder_arg(name)) as cache:
-        admin.ensure_views(cache.db)
         flt = admin.EntryFilter(**filters)
         scopes = admin.scopes(cache.db, flt)
         found = admin.nearest(cache.db, cache.embedder, text, threshold=threshold, flt=flt, k=k)
@@ -191,6 +189,43 @@ def query(
         emit(scopes, fmt, widths={"scope": 12})
         click.echo()
     emit(results, fmt, widths={"scope": 12, "prompt": 50})
+
+
+@main.command(name="log")
+@click.argument("db")
+@click.option("--verdict", type=click.Choice(audit_log.VERDICTS), help="Only this verdict.")
+@click.option("--since", type=DURATION, help="Only the last 1h, 7d, ... of the log.")
+@click.option("--scope", help="Scope hash or a prefix of it.")
+@click.option("--limit", type=int, default=50, show_default=True, help="0 for all.")
+@click.option("--vetoes", is_flag=True, help="List the vetoes table instead of the audit log.")
+@output_options
+def log_command(
+    db: str,
+    verdict: str | None,
+    since: float | None,
+    scope: str | None,
+    limit: int,
+    vetoes: bool,
+    fmt: str,
+) -> None:
+    """The audit log, newest first: each semantic decision's query, matched entry, similarity,
+    verdict (hit, veto, below_threshold), reason and latency. Rows are written by caches opened
+    with SemanticCache(audit=True). With --vetoes: every vetoed candidate, with the stage and why.
+
+    Example: semcache log cache.db --verdict veto --since 1h
+    """
+    if vetoes and verdict:
+        raise UsageError("--verdict filters the audit log; --vetoes lists vetoes, which have none")
+    with _store(db) as store:
+        options: dict[str, Any] = {"since": since, "scope": scope, "limit": limit or None}
+        if vetoes:
+            rows = audit_log.veto_rows(store, **options)
+        else:
+            rows = audit_log.audit_rows(store, verdict=verdict, **options)
+    for row in rows:
+        row["created_at"] = iso(row["created_at"])
+    text = {"query": 40, "matched_prompt": 40, "candidate": 40, "reason": 40}
+    emit(rows, fmt, widths={"scope": 12, **text})
 
 
 @main.command(name="export")
@@ -228,11 +263,10 @@ def import_command(db: str, folder: str, embedder: str | None, fmt: str, **optio
     Example: semcache import cache-export/ other.db --namespace support
     """
     from semcache.cache import SemanticCache
-    from semcache.export import import_export
+    from semcache.importer import import_export
 
     name = embedder or _recorded_embedder(db) or _manifest_embedder(folder)
     with SemanticCache(db, embedder=_embedder_arg(name)) as cache:
-        admin.ensure_views(cache.db)
         report = import_export(folder, cache, progress=None, **options)
     emit({k: v for k, v in report.__dict__.items() if k != "id_map"}, fmt)
 
@@ -248,7 +282,7 @@ def check(db: str, fix: bool, fmt: str) -> None:
     Example: semcache check cache.db --fix
     """
     with _store(db) as store:
-        report = admin.check(store, fix=fix)
+        report = check_file(store, fix=fix)
     rows = [
         {
             "check": f.check,
@@ -279,7 +313,7 @@ def prune(db: str, invalid_for: str | None, dry_run: bool, fmt: str, **filters: 
             store, admin.EntryFilter(**filters), invalid_for=model_cls, dry_run=dry_run
         )
     key = "would_delete" if dry_run else "deleted"
-    emit({key: len(ids), "ids": ids if fmt == "json" else _short_ids(ids)}, fmt)
+    emit({key: len(ids), "ids": ids if fmt == "json" else short_ids(ids)}, fmt)
 
 
 @main.command()
@@ -310,69 +344,7 @@ def tune(labeled_file: str, fmt: str) -> None:
         raise click.ClickException("semcache.tuning is not available in this installation") from exc
     rows = tuning.sweep_file(labeled_file)
     columns = ("threshold", "precision", "recall", "false_hit_rate", "f1")
-    emit([{c: _round(row.get(c)) for c in columns} for row in rows], fmt)
-
-
-# -- output ------------------------------------------------------------------------------------
-
-
-def emit(
-    data: dict[str, Any] | list[dict[str, Any]], fmt: str, widths: dict[str, int] | None = None
-) -> None:
-    """Print a record (as key/value pairs) or a list of rows as a table, JSON or CSV."""
-    if fmt == "json":
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-        return
-    rows = [{"key": k, "value": v} for k, v in data.items()] if isinstance(data, dict) else data
-    if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=_columns(rows), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({k: _text(v) for k, v in row.items()} for row in rows)
-        click.echo(buffer.getvalue(), nl=False)
-    elif isinstance(data, dict):
-        pad = max((len(k) for k in data), default=0)
-        for key, value in data.items():
-            text = _text(value, indent=True).replace("\n", "\n" + " " * (pad + 2))
-            click.echo(f"{key.ljust(pad)}  {text}")
-    else:
-        click.echo(_table(rows, widths or {}))
-
-
-def _table(rows: list[dict[str, Any]], widths: dict[str, int]) -> str:
-    if not rows:
-        return "(no rows)"
-    columns = _columns(rows)
-    cells = [[_clip(_text(row.get(c)), widths.get(c, _CELL)) for c in columns] for row in rows]
-    size = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    numeric = [all(isinstance(row.get(c), (int, float)) for row in rows) for c in columns]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, size, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in size))
-    for row in cells:
-        parts = [
-            v.rjust(w) if n else v.ljust(w) for v, w, n in zip(row, size, numeric, strict=True)
-        ]
-        lines.append("  ".join(parts).rstrip())
-    return "\n".join(lines)
-
-
-def _columns(rows: list[dict[str, Any]]) -> list[str]:
-    return list(dict.fromkeys(key for row in rows for key in row))
-
-
-def _text(value: Any, indent: bool = False) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, indent=2 if indent else None, ensure_ascii=False, default=str)
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _clip(text: str, width: int) -> str:
-    text = " ".join(text.split())  # one line per row, whatever the prompt holds
-    return text if len(text) <= width else text[: width - 1] + "…"
+    emit([{c: rounded(row.get(c)) for c in columns} for row in rows], fmt)
 
 
 # -- opening files -----------------------------------------------------------------------------
@@ -380,11 +352,10 @@ def _clip(text: str, width: int) -> str:
 
 @contextlib.contextmanager
 def _store(db: str) -> Iterator[Store]:
-    """The store of an existing file, with the views for sqlite3/Datasette users in place."""
+    """The store of an existing file (opening it creates the views for sqlite3/Datasette users)."""
     _must_exist(db)
     store = Store(db)
     try:
-        admin.ensure_views(store)
         yield store
     finally:
         store.close()
@@ -415,17 +386,3 @@ def _embedder_arg(name: str | None) -> str | None:
     from semcache.embedding import DEFAULT_MODEL_NAME
 
     return None if name in (None, DEFAULT_MODEL_NAME) else name
-
-
-def _iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _round(value: Any) -> Any:
-    return round(value, 4) if isinstance(value, float) else value
-
-
-def _short_ids(ids: list[int]) -> str:
-    return ", ".join(map(str, ids[:20])) + (f", ... ({len(ids)} in all)" if len(ids) > 20 else "")

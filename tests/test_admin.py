@@ -1,4 +1,4 @@
-"""Row-level maintenance: listing, showing, pruning, vacuum, check/fix, views, nearest."""
+"""Row-level maintenance: stats, listing, showing, pruning, vacuum, the views, nearest."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from semcache import SemanticCache, SemcacheError, UsageError, admin
 from semcache.admin import EntryFilter
+from semcache.integrations.instructor_cache import SQLiteCache
 
-from .test_export import MODEL, SYSTEM, Ticket, fill, msgs, open_copy
+from .test_export import MODEL, Ticket, fill, msgs, open_copy
 
 
 class ShortTicket(BaseModel):
@@ -134,72 +134,8 @@ def test_vacuum_gives_space_back(filled: SemanticCache) -> None:
     assert sizes["bytes_before"] - sizes["bytes_after"] > 300_000
 
 
-def corrupt(cache: SemanticCache) -> dict[str, int]:
-    """Damage four entries in four ways; returns their ids by kind."""
-    rows = admin.list_entries(cache.db, EntryFilter(model=MODEL, never_hit=True), sort="id")
-    kinds = ("short", "nan", "json", "raw")
-    ids = {kind: int(r["id"]) for kind, r in zip(kinds, rows, strict=False)}
-    nan = np.full(384, np.nan, dtype="<f4").tobytes()
-    with cache.db.transaction() as conn:
-        conn.execute("UPDATE entries SET embedding = x'0000' WHERE id = ?", (ids["short"],))
-        conn.execute("UPDATE entries SET embedding = ? WHERE id = ?", (nan, ids["nan"]))
-        conn.execute("UPDATE entries SET response_json = '{broken' WHERE id = ?", (ids["json"],))
-        conn.execute("UPDATE entries SET raw_json = 'nope' WHERE id = ?", (ids["raw"],))
-    return ids
-
-
-def test_check_finds_and_fixes_damage(filled: SemanticCache, embedder: Any) -> None:
-    clean = admin.check(filled.db)
-    assert clean.ok and all(f.ok for f in clean.findings)
-    assert {f.check for f in clean.findings} >= {
-        "sqlite integrity",
-        "embeddings",
-        "index",
-        "counts",
-    }
-    ids = corrupt(filled)
-    report = admin.check(filled.db)
-    failing = {f.check: f for f in report.findings if not f.ok}
-    assert not report.ok and set(failing) == {"embeddings", "answer JSON", "completion JSON"}
-    assert "2 broken" in failing["embeddings"].detail
-    assert str(ids["json"]) in failing["answer JSON"].detail
-    assert filled.db.count() == 13  # checking alone changes nothing
-
-    fixed = admin.check(filled.db, fix=True)
-    assert fixed.ok and {f.check: f.fixed for f in fixed.findings if f.fixed} == {
-        "embeddings": 2,
-        "answer JSON": 1,
-        "completion JSON": 1,
-    }
-    assert admin.check(filled.db).ok and filled.db.count() == 12
-    assert admin.get_entry(filled.db, ids["short"])["embedding"] is None
-    assert admin.get_entry(filled.db, ids["raw"])["raw_json"] is None
-    # A cache opened now rebuilds its index from the repaired rows; the entries whose vectors were
-    # dropped are still served by the exact tier.
-    assert filled.db.path is not None
-    with SemanticCache(filled.db.path, threshold=0.85, embedder=embedder) as reopened:
-        entry = admin.get_entry(reopened.db, ids["nan"])
-        system = SYSTEM if "sys:" in entry["response_json"] else None
-        prompt = entry["prompt"]
-        hit = reopened.lookup(msgs(prompt, system), Ticket, model=MODEL)
-        assert hit is not None and hit.tier == "exact"
-        near = reopened.lookup(msgs("Please cancel my subscription"), Ticket, model=MODEL)
-        assert near is not None and near.tier == "semantic"
-
-
-def test_check_records_a_missing_dimension(filled: SemanticCache) -> None:
-    with filled.db.transaction() as conn:
-        conn.execute("DELETE FROM settings WHERE key = 'embedder_dimension'")
-    report = admin.check(filled.db)
-    dim = next(f for f in report.findings if f.check == "embedder dimension")
-    assert not report.ok and "384" in dim.detail
-    assert admin.check(filled.db, fix=True).ok
-    assert filled.db.settings()["embedder_dimension"] == "384"
-
-
 def test_views_for_sqlite_users(filled: SemanticCache) -> None:
-    admin.ensure_views(filled.db)
-    admin.ensure_views(filled.db)  # idempotent
+    """The store creates the views on open; what the README promises sqlite3 users holds."""
     assert filled.db.path is not None
     conn = sqlite3.connect(filled.db.path)
     overview = conn.execute(
@@ -222,6 +158,38 @@ def test_stats_from_sqlite(filled: SemanticCache) -> None:
     assert (numbers["scopes"], numbers["namespaces"]) == (5, 2)
     assert (numbers["exact_hits"], numbers["semantic_hits"], numbers["misses"]) == (2, 1, 0)
     assert numbers["embedder_dimension"] == "384" and numbers["file_bytes"] > 0
+    assert numbers["scope_thresholds"] == 0 and "shadow" not in numbers
+    instructor = {k: v for k, v in numbers.items() if k.startswith("instructor_cache_")}
+    assert instructor == dict.fromkeys(
+        ["instructor_cache_entries", "instructor_cache_expired", "instructor_cache_hits",
+         "instructor_cache_misses"], 0
+    )  # fmt: skip
+    tables = {r[0] for r in filled.db.connection().execute("SELECT name FROM sqlite_master")}
+    assert "instructor_cache" not in tables  # reading the stats created nothing
+
+
+def test_stats_thresholds_instructor_cache_and_shadow(filled: SemanticCache) -> None:
+    scopes = [r["scope"] for r in admin.scopes(filled.db)]
+    filled.set_threshold(0.97, scope=scopes[0])
+    filled.set_threshold(0.95, scope=scopes[1])
+    filled.set_threshold(0.93, response_model=Ticket)  # not a per-scope threshold
+    with SQLiteCache(filled) as instructor:
+        instructor.set("live", '{"a": 1}')
+        instructor.set("short-lived", '{"a": 2}', ttl=60)
+        assert instructor.get("live") == '{"a": 1}' and instructor.get("absent") is None
+    with filled.db.transaction() as conn:  # one row past its TTL: counted, never served
+        conn.execute("UPDATE instructor_cache SET expires_at = 1 WHERE key = 'short-lived'")
+    for agree in (True, True, False):
+        filled.db.add_shadow(scopes[0], 1, 0.93, agree, [] if agree else ["text"])
+    numbers = admin.stats(filled.db)
+    assert numbers["scope_thresholds"] == 2
+    assert [numbers[f"instructor_cache_{k}"] for k in ("entries", "expired", "hits", "misses")] == [
+        1,
+        1,
+        1,
+        1,
+    ]
+    assert numbers["shadow"] == {scopes[0]: {"samples": 3, "agreements": 2}}
 
 
 def test_nearest_reports_similarity_and_verdict(filled: SemanticCache, embedder: Any) -> None:

@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 
 from semcache import SemanticCache
 from semcache.cli import main
+from semcache.integrations.instructor_cache import SQLiteCache
 
 from .test_export import MODEL, Ticket, fill, msgs, open_copy
 
@@ -68,6 +69,7 @@ def test_every_command_is_documented_with_an_example() -> None:
         "ls",
         "show",
         "query",
+        "log",
         "export",
         "import",
         "check",
@@ -89,8 +91,37 @@ def test_stats(db: str) -> None:
     assert (numbers["entries"], numbers["embedded"], numbers["scopes"]) == (13, 12, 5)
     assert (numbers["exact_hits"], numbers["semantic_hits"]) == (2, 1)
     assert numbers["embedder_name"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert numbers["scope_thresholds"] == 0 and numbers["instructor_cache_entries"] == 0
+    assert "shadow" not in numbers
     table = ok("stats", db).stdout
     assert any(line.split() == ["entries", "13"] for line in table.splitlines())
+
+
+def test_stats_shows_the_instructor_cache_thresholds_and_shadow(db: str) -> None:
+    with SemanticCache(db) as cache:
+        scope = next(r[0] for r in cache.db.connection().execute("SELECT scope FROM entries"))
+        cache.set_threshold(0.97, scope=scope)
+        for agree in (True, True, True, False):
+            cache.db.add_shadow(scope, 1, 0.93, agree, [] if agree else ["text"])
+        with SQLiteCache(cache) as instructor:
+            instructor.set("k", '{"name": "Jason"}', ttl=60)
+            assert instructor.get("k") is not None and instructor.get("other") is None
+    numbers = as_json("stats", db)
+    assert numbers["scope_thresholds"] == 1
+    assert [numbers[f"instructor_cache_{k}"] for k in ("entries", "expired", "hits", "misses")] == [
+        1,
+        0,
+        1,
+        1,
+    ]
+    assert numbers["shadow"] == {scope: {"samples": 4, "agreements": 3}}
+    lines = ok("stats", db).stdout.splitlines()
+    assert [line.split() for line in lines if line.startswith("shadow")] == [
+        ["shadow", scope[:12], "3", "of", "4", "agree", "(0.750)"]
+    ]
+    assert any(line.split() == ["instructor_cache_hits", "1"] for line in lines)
+    rows = list(csv.DictReader(io.StringIO(ok("stats", db, "--csv").stdout)))
+    assert {r["key"]: r["value"] for r in rows}[f"shadow {scope[:12]}"] == "3 of 4 agree (0.750)"
 
 
 def test_ls_filters_sorts_and_formats(db: str) -> None:
@@ -219,7 +250,8 @@ def test_commands_that_do_not_embed_never_import_torch(db: str, tmp_path: Path) 
         import sys
         from semcache.cli import main
         db, folder, copy = sys.argv[1:4]
-        commands = [["stats", db], ["ls", db], ["show", db, "1"], ["check", db],
+        commands = [["stats", db], ["ls", db], ["show", db, "1"], ["check", db], ["log", db],
+                    ["log", db, "--vetoes"],
                     ["prune", db, "--never-hit", "--dry-run"], ["vacuum", db],
                     ["export", db, folder], ["import", folder, copy], ["ls", copy, "--json"]]
         for args in commands:

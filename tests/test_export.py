@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from pydantic import BaseModel
 import semcache.export as export_mod
 from semcache import SemanticCache, SemcacheError
 from semcache.embedding import SentenceTransformerEmbedder
-from semcache.export import ExportError, export, import_export, verify_export
+from semcache.export import export, import_export, verify_export
 
 MODEL = "gpt-4o-mini"
 SYSTEM = "You answer support questions."
@@ -216,167 +217,12 @@ def test_round_trip_is_lossless_and_serves_the_same_hits(
     assert target.lookup(msgs("Order A-1 please"), Order, model="gpt-4o") is not None
 
 
-def test_import_twice_skips_duplicates(
-    filled: SemanticCache, target: SemanticCache, tmp_path: Path
+def interrupt_bar(
+    monkeypatch: pytest.MonkeyPatch, module: types.ModuleType, desc: str, after: int
 ) -> None:
-    export(filled, tmp_path / "a")
-    import_export(tmp_path / "a", target)
-    again = import_export(tmp_path / "a", target)
-    assert (again.imported, again.duplicates) == (0, 13) and count(target) == 13
-
-
-def test_import_filters_by_scope_namespace_and_age(
-    filled: SemanticCache, target: SemanticCache, tmp_path: Path
-) -> None:
-    with filled.db.transaction() as conn:  # make the Order entry a month old
-        conn.execute(
-            "UPDATE entries SET created_at = created_at - 30 * 86400 WHERE model = 'gpt-4o'"
-        )
-    export(filled, tmp_path / "a")
-    rows = records(tmp_path / "a")
-    order_scope = next(r["scope"] for r in rows if r["model"] == "gpt-4o")
-
-    only_b = import_export(tmp_path / "a", target, namespaces=["tenant-b"])
-    assert (only_b.imported, only_b.filtered) == (1, 12)
-    recent = import_export(tmp_path / "a", target, newer_than=7 * 86400)
-    assert recent.imported == 11 and recent.duplicates == 1 and recent.filtered == 1
-    by_scope = import_export(tmp_path / "a", target, scopes=[order_scope[:12]])
-    assert by_scope.imported == 1 and count(target) == 13
-    assert target.lookup(msgs("Order A-1 please"), Order, model="gpt-4o") is not None
-
-
-class Renamed:
-    """The bundled model under another name: forces a re-embed, and records the batches."""
-
-    name = "test/renamed-minilm"
-
-    def __init__(self, inner: SentenceTransformerEmbedder) -> None:
-        self.inner = inner
-        self.batches: list[list[str]] = []
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
-
-    def embed(self, texts: Any) -> np.ndarray:
-        self.batches.append(list(texts))
-        return self.inner.embed(texts)
-
-    def fits(self, text: str) -> bool:
-        return self.inner.fits(text)
-
-
-def test_import_re_embeds_for_another_embedder(
-    filled: SemanticCache, tmp_path: Path, embedder: SentenceTransformerEmbedder
-) -> None:
-    export(filled, tmp_path / "a")
-    renamed = Renamed(embedder)
-    with SemanticCache(tmp_path / "other.db", threshold=0.85, embedder=renamed) as other:
-        report = import_export(tmp_path / "a", other, batch_size=5, progress=True)
-        assert report.re_embedded == 12 and report.exact_only == 1
-        assert [len(b) for b in renamed.batches] == [5, 5, 2]
-        prompts = [r["prompt"] for r in records(tmp_path / "a") if r["prompt"] is not None]
-        assert sorted(t for b in renamed.batches for t in b) == sorted(prompts)
-        assert other.db.settings()["embedder_name"] == "test/renamed-minilm"
-        hit = other.lookup(msgs("Please cancel my subscription"), Ticket, model=MODEL)
-        assert hit is not None and hit.tier == "semantic"
-        assert hit.value == Ticket(text="cancel my subscription")
-
-
-def test_export_carries_columns_it_does_not_know(
-    filled: SemanticCache, target: SemanticCache, tmp_path: Path, embedder: Any
-) -> None:
-    for c in (filled, target):
-        with c.db.transaction() as conn:
-            conn.execute("ALTER TABLE entries ADD COLUMN note TEXT")
-            conn.execute("ALTER TABLE entries ADD COLUMN extra BLOB")
-    with filled.db.transaction() as conn:
-        conn.execute("UPDATE entries SET note = 'kept: ' || id, extra = x'00ff10'")
-    export(filled, tmp_path / "a")
-    import_export(tmp_path / "a", target)
-    rows = target.db.connection().execute("SELECT DISTINCT extra, substr(note, 1, 6) FROM entries")
-    assert rows.fetchall() == [(b"\x00\xff\x10", "kept: ")]
-    with SemanticCache(tmp_path / "plain.db", embedder=embedder) as plain:
-        report = import_export(tmp_path / "a", plain)
-        assert report.imported == 13 and report.dropped_columns == ["note", "extra"]
-
-
-def test_thresholds_travel_with_the_export(
-    filled: SemanticCache, target: SemanticCache, tmp_path: Path
-) -> None:
-    tables = {r[0] for r in filled.db.connection().execute("SELECT name FROM sqlite_master")}
-    if "thresholds" not in tables:
-        pytest.skip("this store has no thresholds table")
-    with filled.db.transaction() as conn:
-        scope = conn.execute("SELECT scope FROM entries WHERE model = 'gpt-4o'").fetchone()[0]
-        for name, value in ((f"scope:{scope}", 0.97), ("schema:Ticket", 0.93), ("scope:gone", 0.5)):
-            conn.execute("INSERT INTO thresholds VALUES (?, ?, 'test', 1.0)", (name, value))
-    export(filled, tmp_path / "a")
-    report = import_export(tmp_path / "a", target, scopes=[scope[:12]])
-    assert report.thresholds == 2  # the imported scope's and the schema's, not another scope's
-    found = dict(target.db.connection().execute("SELECT target, threshold FROM thresholds"))
-    assert found == {f"scope:{scope}": 0.97, "schema:Ticket": 0.93}
-
-
-def damage(kind: str, folder: Path) -> None:
-    manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    if kind == "flipped byte":
-        data = bytearray((folder / "entries.jsonl").read_bytes())
-        data[100] ^= 0x01
-        (folder / "entries.jsonl").write_bytes(bytes(data))
-    elif kind == "truncated vectors":
-        data = (folder / "embeddings.npy").read_bytes()
-        (folder / "embeddings.npy").write_bytes(data[: len(data) // 2])
-    elif kind == "missing index":
-        shutil.rmtree(folder / "indexes")
-    elif kind == "no manifest":
-        manifest_path.unlink()
-    elif kind == "future version":
-        manifest["format_version"] = 99
-        manifest_path.write_text(json.dumps(manifest))
-    elif kind == "unlisted data file":
-        del manifest["files"]["entries.jsonl"]
-        manifest_path.write_text(json.dumps(manifest))
-    elif kind == "bad line, good checksum":
-        path = folder / "entries.jsonl"
-        path.write_text(path.read_text() + "{not json\n")
-        manifest["files"]["entries.jsonl"] = {
-            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            "bytes": path.stat().st_size,
-        }
-        manifest_path.write_text(json.dumps(manifest))
-
-
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "flipped byte",
-        "truncated vectors",
-        "missing index",
-        "no manifest",
-        "future version",
-        "unlisted data file",
-        "bad line, good checksum",
-    ],
-)
-def test_damaged_export_is_refused_and_changes_nothing(
-    kind: str, filled: SemanticCache, target: SemanticCache, tmp_path: Path
-) -> None:
-    target.store(msgs("already here"), Ticket, Ticket(text="mine"), model=MODEL)
-    settings_before = target.db.settings()
-    export(filled, tmp_path / "a")
-    damage(kind, tmp_path / "a")
-    with pytest.raises(ExportError) as info:
-        import_export(tmp_path / "a", target)
-    assert isinstance(info.value, SemcacheError) and isinstance(info.value, ValueError)
-    assert str(tmp_path / "a") in str(info.value)
-    assert count(target) == 1 and target.db.settings() == settings_before
-
-
-def interrupt_bar(monkeypatch: pytest.MonkeyPatch, desc: str, after: int) -> None:
-    """Make the progress loop named ``desc`` raise KeyboardInterrupt after ``after`` items."""
-    real = export_mod._bar
+    """Make the progress loop named ``desc`` in ``module`` raise KeyboardInterrupt after
+    ``after`` items."""
+    real = module.bar
 
     def bar(items: Any, progress: Any, **kwargs: Any) -> Any:
         if kwargs.get("desc") != desc:
@@ -390,46 +236,14 @@ def interrupt_bar(monkeypatch: pytest.MonkeyPatch, desc: str, after: int) -> Non
 
         return interrupted()
 
-    monkeypatch.setattr(export_mod, "_bar", bar)
-
-
-def test_interrupted_import_leaves_the_target_as_it_was(
-    filled: SemanticCache, target: SemanticCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    export(filled, tmp_path / "a")
-    target.store(msgs("already here"), Ticket, Ticket(text="mine"), model=MODEL)
-    interrupt_bar(monkeypatch, "import", after=5)
-    with pytest.raises(KeyboardInterrupt):
-        import_export(tmp_path / "a", target)
-    assert count(target) == 1
-    monkeypatch.undo()  # the cache is still usable, and a retry completes
-    assert import_export(tmp_path / "a", target).imported == 13 and count(target) == 14
-
-
-def test_interrupted_re_embed_writes_nothing(
-    filled: SemanticCache, tmp_path: Path, embedder: SentenceTransformerEmbedder
-) -> None:
-    export(filled, tmp_path / "a")
-    renamed = Renamed(embedder)
-    real_embed = renamed.embed
-
-    def embed(texts: Any) -> np.ndarray:
-        if renamed.batches:
-            raise KeyboardInterrupt
-        return real_embed(texts)
-
-    renamed.embed = embed  # type: ignore[method-assign]
-    with SemanticCache(tmp_path / "other.db", embedder=renamed) as other:
-        with pytest.raises(KeyboardInterrupt):
-            import_export(tmp_path / "a", other, batch_size=4)
-        assert count(other) == 0
+    monkeypatch.setattr(module, "bar", bar)
 
 
 def test_interrupted_export_leaves_no_folder(
     filled: SemanticCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "exports").mkdir()
-    interrupt_bar(monkeypatch, "export", after=3)
+    interrupt_bar(monkeypatch, export_mod, "export", after=3)
     with pytest.raises(KeyboardInterrupt):
         export(filled, tmp_path / "exports" / "a")
     assert list((tmp_path / "exports").iterdir()) == []

@@ -47,7 +47,7 @@ MISSES_COUNTER = "instructor_cache_misses"
 
 # Created here, not in store.py: the table belongs to this integration, and a file that never
 # used it does not carry it. Idempotent, so every process may run it on open.
-_SCHEMA = (
+SCHEMA = (
     f"""CREATE TABLE IF NOT EXISTS {TABLE} (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL,
@@ -126,7 +126,7 @@ class SQLiteCache(BaseCache):
             )
         try:
             with self._store.transaction() as conn:
-                for statement in _SCHEMA:
+                for statement in SCHEMA:
                     conn.execute(statement)
         except BaseException:
             self.close()

@@ -1,0 +1,174 @@
+"""``check(store, fix=False)``: verify that a cache file is sound, and repair it on request.
+
+Looks at SQLite's own integrity, the recorded settings, every embedding blob (size, finite, unit
+length), the JSON columns, the scopes, and that the per-scope FAISS indexes derive from SQLite with
+every valid vector. Reads SQLite and builds indexes in memory; never loads the embedding model.
+All repairs run in one ``store.transaction()``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from semcache.store import FORMAT_VERSION, Store
+
+_NORM_TOLERANCE = 1e-3  # float32 vectors from a normalizing model are within ~1e-6 of norm 1
+_CHUNK = 500  # ids per UPDATE/DELETE statement, well under SQLite's parameter limit
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check: what was looked at, whether it passed, and how many rows a fix repaired."""
+
+    check: str
+    ok: bool
+    detail: str
+    fixed: int = 0
+
+
+@dataclass
+class CheckReport:
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is left broken (problems a fix repaired count as resolved)."""
+        return all(f.ok or f.fixed for f in self.findings)
+
+
+# Row checks run in SQL: (name, the rows that fail, the repair applied to them with fix=True).
+_ROW_CHECKS: tuple[tuple[str, str, str | None], ...] = (
+    ("answer JSON", "json_valid(response_json) = 0", "DELETE FROM entries WHERE id IN ({})"),
+    (
+        "completion JSON",
+        "(raw_json IS NOT NULL AND json_valid(raw_json) = 0) "
+        "OR (usage_json IS NOT NULL AND json_valid(usage_json) = 0)",
+        "UPDATE entries SET raw_json = CASE WHEN json_valid(raw_json) THEN raw_json END, "
+        "usage_json = CASE WHEN json_valid(usage_json) THEN usage_json END WHERE id IN ({})",
+    ),
+    (
+        "scopes",  # a scope is a hash of namespace, model and schema among others: never mixed
+        "scope IN (SELECT scope FROM entries GROUP BY scope HAVING count(DISTINCT namespace "
+        "|| '|' || coalesce(model, '') || '|' || schema_name) > 1)",
+        None,
+    ),
+)
+_NULL_EMBEDDINGS = "UPDATE entries SET embedding = NULL WHERE id IN ({})"
+
+
+def check(store: Store, fix: bool = False) -> CheckReport:
+    """Verify the file: SQLite integrity, settings, every embedding blob, JSON columns, scopes,
+    and that the per-scope indexes derive from SQLite with every valid vector.
+
+    With ``fix`` (one transaction): a broken embedding (wrong size, NaN/inf, not unit length) is
+    set to NULL, so the entry stays served by the exact tier; an entry whose answer is not JSON is
+    deleted; a damaged raw completion or usage is set to NULL; a missing dimension setting is
+    recorded from the blobs. The FAISS indexes are derived: a cache builds a scope's index from
+    the repaired rows, or loads a large scope's saved one (``<file>.index/``) and catches it up;
+    either way every candidate is scored against the vector in SQLite, so a vector set to NULL is
+    never served.
+    """
+    conn = store.connection()
+    settings = store.settings()
+    integrity = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
+    version, name = settings.get("format_version"), settings.get("embedder_name")
+    # A SemanticCache records both when it opens the file; a file only SQLiteCache (instructor's
+    # cache=) has used holds no entries and no settings, and is fine as it is.
+    unused = (
+        version is None and name is None and not conn.execute("SELECT 1 FROM entries").fetchone()
+    )
+    findings = [
+        Finding("sqlite integrity", integrity == ["ok"], "; ".join(integrity[:5])),
+        Finding(
+            "format version",
+            version == str(FORMAT_VERSION) or unused,
+            "not recorded yet (no entries)" if unused else f"{version}",
+        ),
+        Finding("embedder name", name is not None or unused, name or "not recorded"),
+    ]
+    repairs: list[tuple[str, list[Any]]] = []  # run in one transaction when fixing
+    rows = conn.execute("SELECT id, embedding FROM entries WHERE embedding IS NOT NULL").fetchall()
+    sizes = Counter(len(b) for _, b in rows if isinstance(b, bytes))
+    recorded = settings.get("embedder_dimension")
+    dimension = int(recorded) if recorded else (sizes.most_common(1)[0][0] // 4 if sizes else None)
+    if recorded or dimension is None:
+        findings.append(Finding("embedder dimension", True, recorded or "none yet (no embeddings)"))
+    else:  # only recorded on a cache's first semantic lookup; the blobs tell it meanwhile
+        detail = f"not recorded; blobs say {dimension}"
+        findings.append(Finding("embedder dimension", False, detail, int(fix)))
+        record = "INSERT OR IGNORE INTO settings VALUES ('embedder_dimension', ?)"
+        repairs.append((record, [str(dimension)]))
+
+    bad = _bad_embeddings(rows, dimension)
+    problems: list[tuple[str, list[int], str, str | None]] = [
+        ("embeddings", bad, f"{len(rows)} checked, {len(bad)} broken", _NULL_EMBEDDINGS)
+    ]
+    for label, condition, repair in _ROW_CHECKS:
+        ids = _ids_where(conn, condition)
+        problems.append((label, ids, f"{len(ids)} failing", repair))
+    for label, ids, detail, repair in problems:
+        fixed = len(ids) if fix and repair else 0
+        findings.append(Finding(label, not ids, detail + _ids(ids), fixed))
+        if repair:
+            repairs += [(repair.format(_marks(chunk)), chunk) for chunk in _chunks(ids)]
+    if dimension is not None:
+        findings.append(_index_finding(store, dimension, sizes[dimension * 4]))
+    if fix and repairs:
+        with store.transaction() as conn:
+            for statement, params in repairs:
+                conn.execute(statement, params)
+    entries, embedded, scopes = conn.execute(
+        "SELECT count(*), count(embedding), count(DISTINCT scope) FROM entries"
+    ).fetchone()
+    counts = f"{entries} entries, {embedded} embedded, {scopes} scopes"
+    findings.append(Finding("counts", True, counts))
+    return CheckReport(findings)
+
+
+def _bad_embeddings(rows: list[tuple[Any, Any]], dimension: int | None) -> list[int]:
+    bad = []
+    for entry_id, blob in rows:
+        if not isinstance(blob, bytes) or dimension is None or len(blob) != dimension * 4:
+            bad.append(int(entry_id))
+            continue
+        vector = np.frombuffer(blob, dtype="<f4").astype(np.float64)
+        norm = float(np.linalg.norm(vector))
+        if not math.isfinite(norm) or abs(norm - 1.0) > _NORM_TOLERANCE:
+            bad.append(int(entry_id))
+    return bad
+
+
+def _index_finding(store: Store, dimension: int, expected: int) -> Finding:
+    """Build every scope's index from SQLite, as a cache does on open: it must hold every blob
+    of the right size (NaN or non-unit vectors too, until a fix drops them)."""
+    from semcache.index import VectorIndex  # FAISS loads here, not when the CLI starts
+
+    index = VectorIndex(dimension)
+    all_scopes = [r[0] for r in store.connection().execute("SELECT DISTINCT scope FROM entries")]
+    for scope in all_scopes:
+        index.add(scope, *store.vectors_since(scope, 0, dimension))
+    detail = f"{len(all_scopes)} scopes rebuilt from SQLite, {index.size()} vectors"
+    return Finding("index", index.size() == expected, detail)
+
+
+def _ids_where(conn: Any, condition: str) -> list[int]:
+    return [int(r[0]) for r in conn.execute(f"SELECT id FROM entries WHERE {condition}")]
+
+
+def _chunks(ids: list[int]) -> list[list[int]]:
+    return [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
+
+
+def _marks(items: list[Any]) -> str:
+    return ",".join("?" * len(items))
+
+
+def _ids(ids: list[int]) -> str:
+    """The first ids of a finding, for the report: " (ids 3, 7, ...)"."""
+    listed = ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "")
+    return f" (ids {listed})" if ids else ""
