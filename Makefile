@@ -22,8 +22,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: install
-	$(PY) -m ruff check semcache tests demo benchmarks
-	$(PY) -m ruff format --check semcache tests demo benchmarks
+	$(PY) -m ruff check semcache tests demo benchmarks data/pairs
+	$(PY) -m ruff format --check semcache tests demo benchmarks data/pairs
 	$(PY) -m mypy semcache
 
 test: install

@@ -46,7 +46,7 @@ from semcache.verify import Verdict, Verifier
 
 logger = logging.getLogger("semcache")
 
-DEFAULT_THRESHOLD = 0.9
+DEFAULT_THRESHOLD = 0.88
 DEFAULT_NAMESPACE = "default"
 # A query this close to one a hit was marked wrong for is treated as the same query.
 FEEDBACK_RADIUS = 0.95

@@ -13,7 +13,6 @@ read SQLite alone and never import torch, which keeps them fast to start.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -330,20 +329,27 @@ def vacuum(db: str, fmt: str) -> None:
 
 @main.command()
 @click.argument("labeled_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--no-verify", is_flag=True, help="Measure cosine alone, without the verifier.")
+@click.option("--split", default=None, help="Only pairs of this split (e.g. test).")
 @output_options
-def tune(labeled_file: str, fmt: str) -> None:
-    """Sweep thresholds over a labeled file: precision, recall, false-hit rate, F1 per threshold.
+def tune(labeled_file: str, no_verify: bool, split: str | None, fmt: str) -> None:
+    """Sweep thresholds over a labeled file: precision, recall, false-hit rate, F1 and hit rate
+    per threshold, with hits checked by the default verifier as in the cache.
 
-    Example: semcache tune data/pairs/pairs.jsonl
+    Example: semcache tune data/pairs/pairs.jsonl --split test
     """
-    try:  # written alongside this CLI; imported lazily since it needs the model
-        tuning: Any = importlib.import_module("semcache.tuning")
-    except ModuleNotFoundError as exc:
-        if exc.name != "semcache.tuning":
-            raise
-        raise click.ClickException("semcache.tuning is not available in this installation") from exc
-    rows = tuning.sweep_file(labeled_file)
-    columns = ("threshold", "precision", "recall", "false_hit_rate", "f1")
+    from semcache import tuning  # imported here: it embeds, so it loads the model
+
+    rows = tuning.sweep_file(labeled_file, verifier=None if no_verify else "default", split=split)
+    columns = (
+        "threshold",
+        "precision",
+        "precision_low",
+        "recall",
+        "false_hit_rate",
+        "f1",
+        "hit_rate",
+    )
     emit([{c: rounded(row.get(c)) for c in columns} for row in rows], fmt)
 
 

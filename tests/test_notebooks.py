@@ -1,0 +1,51 @@
+"""The notebooks run, top to bottom, in a fresh kernel: they cannot rot unnoticed.
+
+Each is stored without outputs (so diffs show code, not plots). The test runs it on a sample of
+its default data (set in the parameters cell) to stay quick.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat", reason="notebooks need the dev extra (nbformat)")
+nbclient = pytest.importorskip("nbclient", reason="notebooks need the dev extra (nbclient)")
+pytest.importorskip("matplotlib", reason="notebooks need the dev extra (matplotlib)")
+pytest.importorskip("ipykernel", reason="notebooks need the dev extra (ipykernel)")
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def test_notebooks_are_stored_without_outputs() -> None:
+    for path in NOTEBOOKS.glob("*.ipynb"):
+        notebook = nbformat.read(path, as_version=4)
+        for cell in notebook.cells:
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, path.name
+
+
+@pytest.mark.slow
+def test_threshold_tuning_notebook_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Headless: the kernel's inline backend renders with Agg into PNG outputs, no display needed.
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    notebook = nbformat.read(NOTEBOOKS / "threshold_tuning.ipynb", as_version=4)
+    parameters = notebook.cells[1]
+    assert "MAX_PAIRS = None" in parameters.source
+    parameters.source = parameters.source.replace("MAX_PAIRS = None", "MAX_PAIRS = 300")
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=180,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    )
+    client.execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "no plot was drawn"
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "300 pairs" in text
+    assert "schema:" in text  # the chosen threshold landed in the cache
