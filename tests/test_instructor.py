@@ -263,3 +263,25 @@ def test_key_is_taken_before_retries_mutate_the_request(
     again = client.messages.create(model="m", response_model=Strict, messages=messages)
     hit = cache_hit(again)
     assert hit is not None and hit.tier == "exact" and provider.count == 2
+
+
+def test_from_provider_clients_key_on_their_default_model(
+    cache: SemanticCache, provider: FakeProvider
+) -> None:
+    import httpx
+
+    def client_for(model: str) -> Any:
+        http = httpx.Client(transport=httpx.MockTransport(provider.handler))
+        return cache.wrap(
+            instructor.from_provider(
+                model, api_key="sk-test", base_url="http://fake/v1", http_client=http
+            )
+        )
+
+    mini, big = client_for("openai/gpt-4o-mini"), client_for("openai/gpt-4o")
+    messages = [{"role": "user", "content": "Where is my parcel?"}]
+    ask_mini = mini.create(response_model=Answer, messages=messages)
+    assert cache_hit(mini.create(response_model=Answer, messages=messages)).tier == "exact"
+    from_big = big.create(response_model=Answer, messages=messages)
+    assert cache_hit(ask_mini) is None and cache_hit(from_big) is None
+    assert [c["model"] for c in provider.calls] == ["gpt-4o-mini", "gpt-4o"]

@@ -77,7 +77,12 @@ class _Calls:
         # The client's defaults (from_provider's model, say) apply unless the call overrides them,
         # exactly as instructor's own handle_kwargs merges them.
         merged = {**getattr(self.client, "kwargs", {}), **kwargs}
-        model = merged.pop("model", None) or getattr(self.client, "default_model", None)
+        model = merged.pop("model", None) or _default_model(self.client)
+        if model is None:
+            # The model is part of the key; a request whose model we cannot see could be served
+            # another model's answer, so it is not cached.
+            logger.debug("semcache: no model visible for this call; not cached")
+            return None
         return self.cache.plan(
             messages=messages,
             response_model=response_model,
@@ -342,6 +347,29 @@ def _reject_async_validators(response_model: Any) -> None:
     error = _CHECKED[response_model]
     if error is not None:
         raise error
+
+
+def _default_model(client: Any) -> str | None:
+    """The model a client injects when a call names none (``from_provider("openai/gpt-4o")``).
+
+    instructor keeps it in the closure of its patched create function rather than on the client,
+    so it is read from there.
+    """
+    found = getattr(client, "default_model", None)
+    if isinstance(found, str):
+        return found
+    fn = getattr(client, "create_fn", None)
+    code, closure = getattr(fn, "__code__", None), getattr(fn, "__closure__", None)
+    if code is None or not closure:
+        return None
+    for name, cell in zip(code.co_freevars, closure, strict=False):
+        if name == "default_model":
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell
+                return None
+            return value if isinstance(value, str) else None
+    return None
 
 
 def _value(item: Any) -> str:
