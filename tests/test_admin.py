@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from semcache import SemanticCache, SemcacheError, UsageError, admin
+from semcache import DEFAULT_THRESHOLD, SemanticCache, SemcacheError, UsageError, admin
 from semcache.admin import EntryFilter
 from semcache.integrations.instructor_cache import SQLiteCache
 
@@ -212,13 +212,10 @@ DURATIONS = [("90", 90), ("90s", 90), ("15m", 900), ("2h", 7200), ("7d", 604800)
 
 
 def test_nearest_applies_persisted_thresholds(filled: SemanticCache, embedder: Any) -> None:
-    tables = {r[0] for r in filled.db.connection().execute("SELECT name FROM sqlite_master")}
-    if "thresholds" not in tables:
-        pytest.skip("this store has no thresholds table")
     text = "Please cancel my subscription"
     plain = EntryFilter(namespace="default", schema_name="Ticket")
     best = admin.nearest(filled.db, embedder, text, flt=plain, k=1)[0]
-    assert (best.threshold, best.verdict) == (0.9, "hit")  # DEFAULT_THRESHOLD
+    assert (best.threshold, best.verdict) == (DEFAULT_THRESHOLD, "hit")
     with filled.db.transaction() as conn:
         conn.execute("INSERT INTO thresholds VALUES ('schema:Ticket', 0.5, 'test', 1.0)")
         scope_target = f"scope:{best.scope}"
