@@ -106,3 +106,25 @@ def test_audit_log_records_semantic_decisions(db_path: Path, embedder: Any) -> N
         c.db.trim_audit(older_than=None, max_rows=c.audit_max_rows)
         (count,) = c.db.connection().execute("SELECT count(*) FROM audit").fetchone()
         assert count == 3
+
+
+def test_opentelemetry_metrics_when_installed(db_path: Path, embedder: Any) -> None:
+    metrics = pytest.importorskip("opentelemetry.metrics")
+    sdk_metrics = pytest.importorskip("opentelemetry.sdk.metrics")
+    export = pytest.importorskip("opentelemetry.sdk.metrics.export")
+    reader = export.InMemoryMetricReader()
+    metrics.set_meter_provider(sdk_metrics.MeterProvider(metric_readers=[reader]))
+    with SemanticCache(db_path, embedder=embedder, verifier=NoSeven(), threshold=0.8) as c:
+        c.store(user("Where is order 1234?"), Answer, Answer(text="a"))
+        c.lookup(user("Where is order 1234?"), Answer)
+        c.lookup(user("Where is order 1237?"), Answer)
+    points: dict[str, list[Any]] = {}
+    for resource in reader.get_metrics_data().resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                points[metric.name] = list(metric.data.data_points)
+    lookups = {p.attributes["tier"]: p.value for p in points["semcache.lookups"]}
+    assert lookups == {"exact": 1, "miss": 1}
+    assert sum(p.value for p in points["semcache.vetoes"]) == 1
+    assert sum(p.value for p in points["semcache.stores"]) == 1
+    assert sum(p.count for p in points["semcache.lookup.latency"]) == 2
