@@ -6,6 +6,7 @@ its default data (set in the parameters cell) to stay quick.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,4 @@ def test_threshold_tuning_notebook_runs(monkeypatch: pytest.MonkeyPatch) -> None
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "300 pairs" in text
     assert "schema:" in text  # the chosen threshold landed in the cache
+    assert re.search(r"\b[1-9]\d* audited decisions", text)  # the audit log section ran
