@@ -149,7 +149,7 @@ class _Metrics:
     @classmethod
     def create(cls) -> _Metrics | None:
         try:
-            from opentelemetry import metrics
+            from opentelemetry import metrics  # type: ignore[attr-defined]
         except ImportError:
             return None
         return cls(metrics.get_meter("semcache"))

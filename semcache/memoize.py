@@ -33,7 +33,8 @@ from pydantic import BaseModel
 from semcache.errors import UsageError
 
 if TYPE_CHECKING:
-    from semcache.cache import Plan, SemanticCache
+    from semcache.cache import SemanticCache
+    from semcache.engine import Plan
 
 logger = logging.getLogger("semcache")
 

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 from semcache.errors import UsageError
 
 if TYPE_CHECKING:
-    from semcache.cache import Plan, SemanticCache
+    from semcache.cache import SemanticCache
+    from semcache.engine import Plan
     from semcache.models import CacheHit
 
 logger = logging.getLogger("semcache")
