@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from semcache.store import FORMAT_VERSION, Store
+from semcache.schema import FORMAT_VERSION
+from semcache.store import Store
 
 _NORM_TOLERANCE = 1e-3  # float32 vectors from a normalizing model are within ~1e-6 of norm 1
 _CHUNK = 500  # ids per UPDATE/DELETE statement, well under SQLite's parameter limit

@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,120 +27,10 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
+from semcache.bookkeeping import Bookkeeping
 from semcache.errors import ConfigMismatchError, LockTimeoutError, StoreError
 from semcache.models import StoredEntry
-
-FORMAT_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS settings (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS entries (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    exact_key TEXT NOT NULL UNIQUE,
-    scope TEXT NOT NULL,
-    namespace TEXT NOT NULL,
-    model TEXT,
-    schema_name TEXT NOT NULL,
-    prompt TEXT,
-    request_json TEXT NOT NULL,
-    response_json TEXT NOT NULL,
-    raw_json TEXT,
-    usage_json TEXT,
-    total_tokens INTEGER NOT NULL DEFAULT 0,
-    embedding BLOB,
-    created_at REAL NOT NULL,
-    last_hit_at REAL,
-    hits INTEGER NOT NULL DEFAULT 0,
-    expires_at REAL
-);
-CREATE INDEX IF NOT EXISTS entries_scope_id ON entries (scope, id);
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS thresholds (
-    target TEXT PRIMARY KEY,
-    threshold REAL NOT NULL,
-    source TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS vetoes (
-    id INTEGER PRIMARY KEY,
-    created_at REAL NOT NULL,
-    scope TEXT NOT NULL,
-    entry_id INTEGER NOT NULL,
-    query TEXT NOT NULL,
-    candidate TEXT NOT NULL,
-    similarity REAL NOT NULL,
-    stage TEXT NOT NULL,
-    reason TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS feedback (
-    id INTEGER PRIMARY KEY,
-    created_at REAL NOT NULL,
-    entry_id INTEGER NOT NULL,
-    scope TEXT NOT NULL,
-    query TEXT,
-    candidate TEXT,
-    similarity REAL,
-    query_embedding BLOB,
-    note TEXT
-);
-CREATE INDEX IF NOT EXISTS feedback_entry ON feedback (entry_id);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY,
-    created_at REAL NOT NULL,
-    namespace TEXT NOT NULL,
-    scope TEXT NOT NULL,
-    query TEXT,
-    entry_id INTEGER,
-    matched_prompt TEXT,
-    similarity REAL,
-    verdict TEXT NOT NULL,
-    reason TEXT,
-    latency_ms REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_created ON audit (created_at);
-CREATE TABLE IF NOT EXISTS shadow (
-    id INTEGER PRIMARY KEY,
-    created_at REAL NOT NULL,
-    scope TEXT NOT NULL,
-    entry_id INTEGER NOT NULL,
-    similarity REAL NOT NULL,
-    agree INTEGER NOT NULL,
-    differing_fields TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS shadow_scope ON shadow (scope);
-"""
-
-# Columns added to ``entries`` after the first files were written, oldest first.
-_ADDED_COLUMNS = (("expires_at", "REAL"),)
-
-_VIEWS = {
-    "scope_summary": """SELECT scope, namespace, model, schema_name, count(*) AS entries,
-        sum(hits) AS hits, max(created_at) AS last_created
-        FROM entries GROUP BY scope, namespace, model, schema_name""",
-    "entries_overview": """SELECT id, namespace, model, schema_name, prompt, hits, total_tokens,
-        embedding IS NOT NULL AS embedded,
-        datetime(created_at, 'unixepoch') AS created_at,
-        datetime(last_hit_at, 'unixepoch') AS last_hit_at,
-        datetime(expires_at, 'unixepoch') AS expires_at
-        FROM entries""",
-    "hits_per_scope": """SELECT scope, namespace, model, schema_name, count(*) AS entries,
-        sum(hits) AS hits, sum(hits * total_tokens) AS tokens_avoided,
-        datetime(max(last_hit_at), 'unixepoch') AS last_hit_at
-        FROM entries GROUP BY scope, namespace, model, schema_name""",
-}
-
-_LOG_INSERTS = {
-    "vetoes": "INSERT INTO vetoes (created_at, scope, entry_id, query, candidate, similarity, "
-    "stage, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    "audit": "INSERT INTO audit (created_at, namespace, scope, query, entry_id, matched_prompt, "
-    "similarity, verdict, reason, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-}
+from semcache.schema import ADDED_COLUMNS, FORMAT_VERSION, SCHEMA, VIEWS
 
 _ENTRY_COLUMNS = "id, exact_key, scope, prompt, response_json, raw_json, total_tokens"
 _CANDIDATE_COLUMNS = _ENTRY_COLUMNS + ", embedding"
@@ -165,7 +55,7 @@ class NewEntry:
     expires_at: float | None = None
 
 
-class Store:
+class Store(Bookkeeping):
     """SQLite access for one cache file (or a private in-memory database for ``":memory:"``)."""
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
@@ -188,7 +78,7 @@ class Store:
         self._keepalive = self.connection()
         try:
             with self.transaction() as conn:
-                for statement in _SCHEMA.split(";"):
+                for statement in SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)  # idempotent DDL
                 self._migrate(conn)
@@ -260,7 +150,7 @@ class Store:
         """Add columns that files written by earlier versions lack (all nullable), so an old file
         keeps working instead of failing every query."""
         have = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
-        for column, kind in _ADDED_COLUMNS:
+        for column, kind in ADDED_COLUMNS:
             if column not in have:
                 conn.execute(f"ALTER TABLE entries ADD COLUMN {column} {kind}")
 
@@ -268,7 +158,7 @@ class Store:
         """Read-only views for ``sqlite3`` and Datasette users (times as UTC datetimes)."""
         db = sqlite_utils.Database(self.connection())
         existing = set(db.view_names())
-        for name, select in _VIEWS.items():
+        for name, select in VIEWS.items():
             if name not in existing:
                 db.create_view(name, select, ignore=True)
 
@@ -436,133 +326,6 @@ class Store:
 
     def count(self) -> int:
         return int(self.connection().execute("SELECT count(*) FROM entries").fetchone()[0])
-
-    # -- hit bookkeeping --------------------------------------------------------------------
-
-    def record(
-        self,
-        hits: Mapping[int, tuple[int, float]],
-        counters: Mapping[str, int],
-        rows: Mapping[str, Sequence[tuple[Any, ...]]] | None = None,
-    ) -> None:
-        """Write buffered bookkeeping in one transaction: hit counts (entry id -> (hits, last hit
-        time)), counter increments, and rows for the ``vetoes`` and ``audit`` tables."""
-        rows = rows or {}
-        if not hits and not any(counters.values()) and not any(rows.values()):
-            return
-        with self.transaction() as conn:
-            for table, table_rows in rows.items():
-                if table_rows:
-                    conn.executemany(_LOG_INSERTS[table], table_rows)
-            conn.executemany(
-                "UPDATE entries SET hits = hits + ?, last_hit_at = max(coalesce(last_hit_at, 0), ?) "
-                "WHERE id = ?",
-                [(n, ts, entry_id) for entry_id, (n, ts) in hits.items()],
-            )
-            conn.executemany(
-                "INSERT INTO counters (name, value) VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                [(name, n) for name, n in counters.items() if n],
-            )
-
-    def trim_audit(self, *, older_than: float | None, max_rows: int | None) -> int:
-        """Apply the audit log's retention: drop rows older than a time and beyond a row count."""
-        with self.transaction() as conn:
-            removed = 0
-            if older_than is not None:
-                removed += conn.execute(
-                    "DELETE FROM audit WHERE created_at < ?", (older_than,)
-                ).rowcount
-            if max_rows is not None:
-                removed += conn.execute(
-                    "DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC "
-                    "LIMIT 1 OFFSET ?)",
-                    (max_rows,),
-                ).rowcount
-        return int(removed)
-
-    # -- thresholds and feedback --------------------------------------------------------------
-
-    def thresholds(self) -> dict[str, float]:
-        rows = self.connection().execute("SELECT target, threshold FROM thresholds").fetchall()
-        return {str(t): float(v) for t, v in rows}
-
-    def set_threshold(self, target: str, threshold: float | None, source: str) -> None:
-        with self.transaction() as conn:
-            if threshold is None:
-                conn.execute("DELETE FROM thresholds WHERE target = ?", (target,))
-            else:
-                conn.execute(
-                    "INSERT INTO thresholds (target, threshold, source, updated_at) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT(target) DO UPDATE SET "
-                    "threshold = excluded.threshold, source = excluded.source, "
-                    "updated_at = excluded.updated_at",
-                    (target, threshold, source, time.time()),
-                )
-
-    def add_feedback(
-        self,
-        entry_id: int,
-        scope: str,
-        query: str | None,
-        candidate: str | None,
-        similarity: float | None,
-        embedding: np.ndarray | None,
-        note: str,
-    ) -> None:
-        blob = None if embedding is None else np.ascontiguousarray(embedding, "<f4").tobytes()
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO feedback (created_at, entry_id, scope, query, candidate, similarity, "
-                "query_embedding, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (time.time(), entry_id, scope, query, candidate, similarity, blob, note),
-            )
-
-    def wrong_queries(self, entry_ids: list[int], dimension: int) -> dict[int, np.ndarray]:
-        """For each entry with feedback, the embeddings of the queries it was wrong for."""
-        if not entry_ids:
-            return {}
-        marks = ",".join("?" * len(entry_ids))
-        rows = (
-            self.connection()
-            .execute(
-                f"SELECT entry_id, query_embedding FROM feedback WHERE entry_id IN ({marks}) "
-                "AND query_embedding IS NOT NULL",
-                entry_ids,
-            )
-            .fetchall()
-        )
-        found: dict[int, list[np.ndarray]] = {}
-        for entry_id, blob in rows:
-            if isinstance(blob, bytes) and len(blob) == dimension * 4:
-                found.setdefault(int(entry_id), []).append(np.frombuffer(blob, dtype="<f4"))
-        return {k: np.vstack(v) for k, v in found.items()}
-
-    def add_shadow(
-        self, scope: str, entry_id: int, similarity: float, agree: bool, fields: list[str]
-    ) -> None:
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO shadow (created_at, scope, entry_id, similarity, agree, "
-                "differing_fields) VALUES (?, ?, ?, ?, ?, ?)",
-                (time.time(), scope, entry_id, similarity, int(agree), dumps(fields)),
-            )
-
-    def shadow_counts(self) -> dict[str, tuple[int, int, float | None]]:
-        """Per scope: (samples, agreements, highest similarity of a disagreement)."""
-        rows = (
-            self.connection()
-            .execute(
-                "SELECT scope, count(*), sum(agree), max(CASE WHEN agree = 0 THEN similarity END) "
-                "FROM shadow GROUP BY scope"
-            )
-            .fetchall()
-        )
-        return {str(s): (int(n), int(a), None if m is None else float(m)) for s, n, a, m in rows}
-
-    def counters(self) -> dict[str, int]:
-        rows = self.connection().execute("SELECT name, value FROM counters").fetchall()
-        return {str(name): int(value) for name, value in rows}
 
 
 def _create_private(path: Path) -> None:

@@ -1,0 +1,159 @@
+"""Bookkeeping tables of a cache file: counters, hit counts, vetoes, the audit log, thresholds,
+feedback and shadow checks. A mixin of ``Store``: every write goes through its ``transaction()``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+_LOG_INSERTS = {
+    "vetoes": "INSERT INTO vetoes (created_at, scope, entry_id, query, candidate, similarity, "
+    "stage, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "audit": "INSERT INTO audit (created_at, namespace, scope, query, entry_id, matched_prompt, "
+    "similarity, verdict, reason, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+}
+
+
+class Bookkeeping:
+    """Reads and writes of the tables beside ``entries``."""
+
+    def connection(self) -> sqlite3.Connection:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    # -- hit bookkeeping --------------------------------------------------------------------
+
+    def record(
+        self,
+        hits: Mapping[int, tuple[int, float]],
+        counters: Mapping[str, int],
+        rows: Mapping[str, Sequence[tuple[Any, ...]]] | None = None,
+    ) -> None:
+        """Write buffered bookkeeping in one transaction: hit counts (entry id -> (hits, last hit
+        time)), counter increments, and rows for the ``vetoes`` and ``audit`` tables."""
+        rows = rows or {}
+        if not hits and not any(counters.values()) and not any(rows.values()):
+            return
+        with self.transaction() as conn:
+            for table, table_rows in rows.items():
+                if table_rows:
+                    conn.executemany(_LOG_INSERTS[table], table_rows)
+            conn.executemany(
+                "UPDATE entries SET hits = hits + ?, last_hit_at = max(coalesce(last_hit_at, 0), ?) "
+                "WHERE id = ?",
+                [(n, ts, entry_id) for entry_id, (n, ts) in hits.items()],
+            )
+            conn.executemany(
+                "INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                [(name, n) for name, n in counters.items() if n],
+            )
+
+    def trim_audit(self, *, older_than: float | None, max_rows: int | None) -> int:
+        """Apply the audit log's retention: drop rows older than a time and beyond a row count."""
+        with self.transaction() as conn:
+            removed = 0
+            if older_than is not None:
+                removed += conn.execute(
+                    "DELETE FROM audit WHERE created_at < ?", (older_than,)
+                ).rowcount
+            if max_rows is not None:
+                removed += conn.execute(
+                    "DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC "
+                    "LIMIT 1 OFFSET ?)",
+                    (max_rows,),
+                ).rowcount
+        return int(removed)
+
+    # -- thresholds and feedback --------------------------------------------------------------
+
+    def thresholds(self) -> dict[str, float]:
+        rows = self.connection().execute("SELECT target, threshold FROM thresholds").fetchall()
+        return {str(t): float(v) for t, v in rows}
+
+    def set_threshold(self, target: str, threshold: float | None, source: str) -> None:
+        with self.transaction() as conn:
+            if threshold is None:
+                conn.execute("DELETE FROM thresholds WHERE target = ?", (target,))
+            else:
+                conn.execute(
+                    "INSERT INTO thresholds (target, threshold, source, updated_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT(target) DO UPDATE SET "
+                    "threshold = excluded.threshold, source = excluded.source, "
+                    "updated_at = excluded.updated_at",
+                    (target, threshold, source, time.time()),
+                )
+
+    def add_feedback(
+        self,
+        entry_id: int,
+        scope: str,
+        query: str | None,
+        candidate: str | None,
+        similarity: float | None,
+        embedding: np.ndarray | None,
+        note: str,
+    ) -> None:
+        blob = None if embedding is None else np.ascontiguousarray(embedding, "<f4").tobytes()
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO feedback (created_at, entry_id, scope, query, candidate, similarity, "
+                "query_embedding, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), entry_id, scope, query, candidate, similarity, blob, note),
+            )
+
+    def wrong_queries(self, entry_ids: list[int], dimension: int) -> dict[int, np.ndarray]:
+        """For each entry with feedback, the embeddings of the queries it was wrong for."""
+        if not entry_ids:
+            return {}
+        marks = ",".join("?" * len(entry_ids))
+        rows = (
+            self.connection()
+            .execute(
+                f"SELECT entry_id, query_embedding FROM feedback WHERE entry_id IN ({marks}) "
+                "AND query_embedding IS NOT NULL",
+                entry_ids,
+            )
+            .fetchall()
+        )
+        found: dict[int, list[np.ndarray]] = {}
+        for entry_id, blob in rows:
+            if isinstance(blob, bytes) and len(blob) == dimension * 4:
+                found.setdefault(int(entry_id), []).append(np.frombuffer(blob, dtype="<f4"))
+        return {k: np.vstack(v) for k, v in found.items()}
+
+    def add_shadow(
+        self, scope: str, entry_id: int, similarity: float, agree: bool, fields: list[str]
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO shadow (created_at, scope, entry_id, similarity, agree, "
+                "differing_fields) VALUES (?, ?, ?, ?, ?, ?)",
+                (time.time(), scope, entry_id, similarity, int(agree), json.dumps(fields)),
+            )
+
+    def shadow_counts(self) -> dict[str, tuple[int, int, float | None]]:
+        """Per scope: (samples, agreements, highest similarity of a disagreement)."""
+        rows = (
+            self.connection()
+            .execute(
+                "SELECT scope, count(*), sum(agree), max(CASE WHEN agree = 0 THEN similarity END) "
+                "FROM shadow GROUP BY scope"
+            )
+            .fetchall()
+        )
+        return {str(s): (int(n), int(a), None if m is None else float(m)) for s, n, a, m in rows}
+
+    def counters(self) -> dict[str, int]:
+        rows = self.connection().execute("SELECT name, value FROM counters").fetchall()
+        return {str(name): int(value) for name, value in rows}
