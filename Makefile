@@ -34,6 +34,7 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/quality.py
+	$(PY) benchmarks/latency.py
 
 clean:
 	rm -rf $(VENV) .semcache-demo .pytest_cache .mypy_cache .ruff_cache

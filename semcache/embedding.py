@@ -21,7 +21,7 @@ DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 # Beyond this many characters a text is certainly longer than any supported model's window, unless
 # it is mostly whitespace; either way it is served exact-only. Saves tokenizing a megabyte prompt.
-_MAX_CHARS_TO_TOKENIZE = 100_000
+MAX_CHARS_TO_TOKENIZE = 100_000
 
 
 @runtime_checkable
@@ -142,7 +142,7 @@ class SentenceTransformerEmbedder:
 
     def fits(self, text: str) -> bool:
         """True when the model reads every token of ``text`` (nothing is truncated)."""
-        if len(text) > _MAX_CHARS_TO_TOKENIZE:
+        if len(text) > MAX_CHARS_TO_TOKENIZE:
             return False
         limit = self.max_tokens
         if len(text) + 2 <= limit:  # a word piece covers at least one character
@@ -176,7 +176,15 @@ def _name_of(model: Any) -> str:
 
 
 def resolve_embedder(embedder: Embedder | str | Any | None) -> Embedder:
-    """Turn the ``embedder=`` argument of ``SemanticCache`` into an ``Embedder``."""
+    """Turn the ``embedder=`` argument of ``SemanticCache`` into an ``Embedder``: None for the
+    bundled model on torch, ``"onnx"`` (int8) or ``"onnx-fp32"`` for the same model on ONNX
+    Runtime, any other string for a sentence-transformers model name."""
+    if embedder in ("onnx", "onnx-fp32"):
+        # The ONNX Runtime path (``pip install semcache[onnx]``): same model, same vectors to
+        # cosine >= 0.995, about three times faster per prompt on a CPU.
+        from semcache.embedding_onnx import OnnxEmbedder
+
+        return OnnxEmbedder(quantize=embedder == "onnx")
     if embedder is None or isinstance(embedder, str):
         return SentenceTransformerEmbedder(embedder)
     if isinstance(embedder, Embedder):
