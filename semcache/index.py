@@ -64,10 +64,9 @@ class VectorIndex:
 
         # One query at a time is searched: OpenMP threads cost more than they save there
         # (measured on 2 shared cores, 1k entries: p50 0.67 ms with one thread, 7.6 ms with two).
-        # FAISS's thread count is process-wide; SEMCACHE_FAISS_THREADS=0 leaves it alone.
-        threads = int(os.environ.get("SEMCACHE_FAISS_THREADS", "1"))
-        if threads > 0:
-            faiss.omp_set_num_threads(threads)
+        # The OpenMP thread count is process-wide and torch may share it, so it is set for each
+        # search and restored after; SEMCACHE_FAISS_THREADS=0 leaves it alone.
+        self._search_threads = int(os.environ.get("SEMCACHE_FAISS_THREADS", "1"))
         self._faiss: Any = faiss
         self.dimension = dimension
         self.folder = folder
@@ -115,7 +114,15 @@ class VectorIndex:
                 return []
             query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dimension)
             wanted = min(k + len(state.tombstones), state.index.ntotal)
-            sims, ids = state.index.search(query, wanted)
+            threads = self._search_threads
+            if threads > 0:
+                before = self._faiss.omp_get_max_threads()
+                self._faiss.omp_set_num_threads(threads)
+            try:
+                sims, ids = state.index.search(query, wanted)
+            finally:
+                if threads > 0:
+                    self._faiss.omp_set_num_threads(before)
             dead = state.tombstones
         found = [(int(i), float(s)) for i, s in zip(ids[0], sims[0], strict=True) if i >= 0]
         return [(i, s) for i, s in found if i not in dead][:k]
