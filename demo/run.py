@@ -46,11 +46,10 @@ from demo.app import (
 )
 from demo.report import DemoReport, Outcome, format_report, summarize
 from demo.stub_provider import StubProvider
-from semcache import SemanticCache, cache_hit
+from semcache import DEFAULT_THRESHOLD, SemanticCache, cache_hit
 
 DEFAULT_DB = REPO_ROOT / ".semcache-demo" / "demo.db"
 DEFAULT_LATENCY_S = 0.35
-DEFAULT_THRESHOLD = 0.9
 
 
 @contextmanager
