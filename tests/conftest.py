@@ -160,3 +160,34 @@ def client(cache: SemanticCache, provider: FakeProvider) -> Any:
 @pytest.fixture
 def aclient(cache: SemanticCache, provider: FakeProvider) -> Any:
     return cache.wrap(instructor.from_openai(async_openai_client(provider)))
+
+
+@pytest.fixture(scope="session")
+def template(
+    tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder
+) -> Path:
+    """A filled cache file, built once; tests get copies of it (``filled``)."""
+    from .corpus import fill
+
+    path = tmp_path_factory.mktemp("template") / "cache.db"
+    with SemanticCache(path, threshold=0.85, embedder=embedder) as c:
+        fill(c)
+    return path
+
+
+@pytest.fixture
+def filled(
+    template: Path, db_path: Path, embedder: SentenceTransformerEmbedder
+) -> Iterator[SemanticCache]:
+    """An open copy of the filled cache, private to the test."""
+    from .corpus import open_copy
+
+    with open_copy(template, db_path, embedder) as c:
+        yield c
+
+
+@pytest.fixture
+def target(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> Iterator[SemanticCache]:
+    """An empty cache to import into."""
+    with SemanticCache(tmp_path / "copy.db", threshold=0.85, embedder=embedder) as c:
+        yield c

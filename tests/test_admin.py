@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +13,7 @@ from semcache import DEFAULT_THRESHOLD, SemanticCache, SemcacheError, UsageError
 from semcache.admin import EntryFilter
 from semcache.integrations.instructor_cache import SQLiteCache
 
-from .test_export import MODEL, Ticket, fill, msgs, open_copy
+from .corpus import MODEL, Ticket, msgs
 
 
 class ShortTicket(BaseModel):
@@ -23,20 +21,6 @@ class ShortTicket(BaseModel):
 
     model_config = ConfigDict(title="Ticket")
     text: str = Field(max_length=12)
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Path:
-    path = tmp_path_factory.mktemp("template") / "cache.db"
-    with SemanticCache(path, threshold=0.85, embedder=embedder) as c:
-        fill(c)
-    return path
-
-
-@pytest.fixture
-def filled(template: Path, db_path: Path, embedder: Any) -> Iterator[SemanticCache]:
-    with open_copy(template, db_path, embedder) as c:
-        yield c
 
 
 def ids_of(rows: list[dict[str, Any]]) -> list[int]:

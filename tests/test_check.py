@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from semcache import SemanticCache, admin
 from semcache.admin import EntryFilter
 from semcache.check import check
 
-from .test_export import MODEL, SYSTEM, Ticket, fill, msgs, open_copy
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Path:
-    path = tmp_path_factory.mktemp("template") / "cache.db"
-    with SemanticCache(path, threshold=0.85, embedder=embedder) as c:
-        fill(c)
-    return path
-
-
-@pytest.fixture
-def filled(template: Path, db_path: Path, embedder: Any) -> Iterator[SemanticCache]:
-    with open_copy(template, db_path, embedder) as c:
-        yield c
+from .corpus import MODEL, SYSTEM, Ticket, msgs
 
 
 def corrupt(cache: SemanticCache) -> dict[str, int]:

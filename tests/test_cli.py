@@ -19,17 +19,9 @@ from semcache import DEFAULT_THRESHOLD, SemanticCache
 from semcache.cli import main
 from semcache.integrations.instructor_cache import SQLiteCache
 
-from .test_export import MODEL, Ticket, fill, msgs, open_copy
+from .corpus import MODEL, Ticket, msgs, open_copy
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Path:
-    path = tmp_path_factory.mktemp("template") / "cache.db"
-    with SemanticCache(path, threshold=0.85, embedder=embedder) as c:
-        fill(c)
-    return path
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +21,8 @@ from semcache.export import export
 from semcache.importer import import_export
 from semcache.integrations.instructor_cache import SQLiteCache, instructor_cache_stats
 
-from .test_export import MODEL, Order, Ticket, count, fill, interrupt_bar, msgs, open_copy, records
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Path:
-    path = tmp_path_factory.mktemp("template") / "cache.db"
-    with SemanticCache(path, threshold=0.85, embedder=embedder) as c:
-        fill(c)
-    return path
-
-
-@pytest.fixture
-def filled(template: Path, db_path: Path, embedder: Any) -> Iterator[SemanticCache]:
-    with open_copy(template, db_path, embedder) as c:
-        yield c
-
-
-@pytest.fixture
-def target(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> Iterator[SemanticCache]:
-    with SemanticCache(tmp_path / "copy.db", threshold=0.85, embedder=embedder) as c:
-        yield c
+from .corpus import MODEL, Order, Ticket, count, msgs, records
+from .test_export import interrupt_bar
 
 
 def test_the_first_import_path_still_works() -> None:
