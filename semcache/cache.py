@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from semcache import lifecycle
 from semcache.embedding import Embedder, resolve_embedder
-from semcache.engine import Engine, Plan, tokens_of
+from semcache.engine import Engine, Plan
 from semcache.errors import StoreError, UncacheableRequestError, UsageError
 from semcache.events import (
     ErrorEvent,
@@ -351,7 +351,7 @@ class SemanticCache(Engine):
             self._ledger.count("misses")
         else:
             self._ledger.count(f"{hit.tier}_hits")
-            self._ledger.hit(hit.entry_id, tokens_of(hit.completion))
+            self._ledger.hit(hit.entry_id, hit.tokens)
         if self.events.active:
             self._emit(LookupEvent(
                 keyed.namespace, keyed.scope, hit.tier if hit else None,

@@ -282,7 +282,7 @@ class Engine:
         hit = CacheHit(
             value=value, completion=completion, similarity=similarity, tier=tier,
             entry_id=entry.id, matched_prompt=entry.prompt, query=plan.keyed.text,
-            scope=plan.keyed.scope,
+            scope=plan.keyed.scope, tokens=entry.total_tokens,
         )  # fmt: skip
         attach(value, "_raw_response", completion)
         attach(value, "_semcache_hit", hit)
@@ -315,13 +315,3 @@ def _similarity(blob: bytes | None, vector: np.ndarray) -> float:
     if blob is None or len(blob) != vector.size * 4:
         return -2.0  # below any threshold: a missing or damaged vector never matches
     return min(1.0, float(np.frombuffer(blob, dtype="<f4") @ vector))
-
-
-def tokens_of(completion: Any) -> int:
-    """Tokens a served completion saved: its total, or input plus output."""
-    usage = getattr(completion, "usage", None)
-    total = getattr(usage, "total_tokens", None)
-    if isinstance(total, int):
-        return total
-    parts = [getattr(usage, name, 0) for name in ("input_tokens", "output_tokens")]
-    return sum(p for p in parts if isinstance(p, int))

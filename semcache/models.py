@@ -27,6 +27,7 @@ class CacheHit:
     matched_prompt: str | None
     query: str | None = None  # the text that was looked up (None when exact-only)
     scope: str = ""
+    tokens: int = 0  # the stored completion's total tokens: what this hit saved
 
 
 @dataclass(frozen=True)
