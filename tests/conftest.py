@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 Answer = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_section(title: str) -> str:
+    """The text of one ``## title`` section of README.md."""
+    return README.read_text(encoding="utf-8").split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def readme_block(title: str, language: str = "python") -> str:
+    """The first ``language`` code block of a README section, so tests run the docs as written."""
+    match = re.search(rf"```{language}\n(.*?)```", readme_section(title), re.DOTALL)
+    assert match, f"no {language} example under ## {title}"
+    return match.group(1)
 
 
 def last_user_text(body: dict[str, Any]) -> str:

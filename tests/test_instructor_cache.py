@@ -31,7 +31,7 @@ from semcache.integrations.instructor_cache import (
 )
 from semcache.store import Store
 
-from .conftest import FakeProvider, async_openai_client, openai_client
+from .conftest import FakeProvider, async_openai_client, openai_client, readme_block
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -372,21 +372,12 @@ def test_readme_example_runs(
     monkeypatch.setattr(openai, "OpenAI", FakeOpenAI)
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, Any] = {}
-    exec(readme_block("## instructor's cache= parameter"), namespace)
+    exec(readme_block("instructor's cache= parameter"), namespace)
     namespace["cache"].close()
     assert provider.count == 1
     assert namespace["user"].model_dump() == {"name": "Jason", "age": 25}
     assert "InstructorCacheStats(entries=1, expired=0, hits=1, misses=1)" in capsys.readouterr().out
     assert (tmp_path / "cache.db").exists()
-
-
-def readme_block(heading: str) -> str:
-    """The first python code block of a README section."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
-    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match, f"no python example under {heading}"
-    return match.group(1)
 
 
 def _spawn(script: str, *args: str) -> subprocess.Popen[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from pydantic import BaseModel
 from semcache import SemanticCache, UsageError, cache_hit
 from semcache.memoize import memoize
 
-ROOT = Path(__file__).resolve().parent.parent
+from .conftest import readme_block
 
 
 class Answer(BaseModel):
@@ -284,7 +283,7 @@ def test_readme_example_runs(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, Any] = {}
-    exec(readme_block("## Caching plain functions"), namespace)  # the bundled model, offline
+    exec(readme_block("Caching plain functions"), namespace)  # the bundled model, offline
     namespace["cache"].close()
     printed = capsys.readouterr().out.splitlines()
     assert printed == [
@@ -292,12 +291,3 @@ def test_readme_example_runs(
         "computing: How can I reset my password?",
     ]
     assert (tmp_path / "cache.db").exists()
-
-
-def readme_block(heading: str) -> str:
-    """The first python code block of a README section."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
-    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match, f"no python example under {heading}"
-    return match.group(1)
