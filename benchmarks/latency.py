@@ -28,12 +28,9 @@ lookup (index build from SQLite) in a new process, resident memory per entry, ``
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
-import importlib.metadata
 import json
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -46,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import describe
 from pydantic import BaseModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -185,25 +183,9 @@ class FixedEmbedder:
 
 
 def machine() -> list[str]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    versions = []
-    for name in PACKAGES:
-        try:
-            versions.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            versions.append(f"{name} (not installed)")
-    import torch
-
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     return [
-        f"- CPU: {cpu}, {os.cpu_count()} cores, no GPU; torch threads {torch.get_num_threads()}",
-        f"- Python {platform.python_version()} on {platform.system()} {platform.release()}",
-        f"- Packages: {', '.join(versions)}",
+        *describe(PACKAGES),
         f"- Load average (1/5/15 min) at start: {load}. The machine was shared with other "
         "engineers' test runs: absolute times are noisy, ratios within this run are the numbers "
         "to compare (medians over many interleaved repetitions).",

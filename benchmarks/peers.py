@@ -60,14 +60,11 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import contextlib
 import gc
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
-import platform
 import random
 import shutil
 import sys
@@ -84,6 +81,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import httpx
 import numpy as np
+from machine import describe
 from pydantic import BaseModel
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -751,25 +749,7 @@ def threads_now() -> int:
 
 
 def machine() -> list[str]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    versions = []
-    for name in PACKAGES:
-        try:
-            versions.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            versions.append(f"{name} (not installed)")
-    import torch
-
-    return [
-        f"- CPU: {cpu}, {os.cpu_count()} cores; torch threads {torch.get_num_threads()}",
-        f"- Python {platform.python_version()} on {platform.system()} {platform.release()}",
-        f"- Packages: {', '.join(versions)}",
-    ]
+    return describe(PACKAGES)
 
 
 def report(
