@@ -15,12 +15,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from semcache import lifecycle
+from semcache import bulk, lifecycle
 from semcache.embedding import Embedder, resolve_embedder
 from semcache.engine import Engine, Plan
 from semcache.errors import StoreError, UncacheableRequestError, UsageError
@@ -182,6 +182,34 @@ class SemanticCache(Engine):
             strict=strict, provider=provider, mode=mode, params=params, ttl=ttl,
         )  # fmt: skip
         return self.save(plan, value, completion) if plan is not None else None
+
+    def store_many(
+        self,
+        items: Iterable[bulk.Item],
+        response_model: type[BaseModel],
+        *,
+        model: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        strict: bool = True,
+        provider: str = "openai",
+        mode: str = "tool_call",
+        ttl: float | None = None,
+        batch_size: int = 256,
+        **params: Any,
+    ) -> list[int | None]:
+        """Store many answers at once, e.g. to warm a cache from logs or a labeled set.
+
+        ``items`` holds ``(messages, value)`` or ``(messages, value, completion)`` tuples; the other
+        arguments apply to every item, as in ``store``. Texts are embedded ``batch_size`` at a time
+        and each batch is written in one transaction, which is what makes this much faster than
+        ``store`` in a loop. Returns the entry ids in the order of ``items`` (None for a request or
+        value that cannot be cached). Unlike the request path, a failure to write raises
+        (``StoreError``, ``LockTimeoutError``): a batch is all or nothing, earlier batches stay.
+        """
+        return bulk.store_many(
+            self, items, response_model, model=model, context=context, strict=strict,
+            provider=provider, mode=mode, ttl=ttl, batch_size=batch_size, params=params,
+        )  # fmt: skip
 
     def stats(self) -> CacheStats:
         """Totals for the whole file, across processes (pending counts are written first)."""

@@ -153,6 +153,34 @@ class Engine:
         return verdict
 
     def _save(self, plan: Plan, value: BaseModel, completion: Any) -> int | None:
+        vector = self._vector(plan) if self._embeddable(plan) else None
+        entry = self._entry(plan, value, completion, vector)
+        if entry is None:
+            return None
+        return self._write([(plan, entry)])[0]
+
+    def _save_many(self, batch: list[tuple[Plan, BaseModel, Any]]) -> list[int | None]:
+        """``_save`` for a batch: one embedding call for all texts, one transaction for all rows."""
+        todo = [plan for plan, _, _ in batch if plan.vector is None and self._embeddable(plan)]
+        if todo:
+            vectors = self.embedder.embed([plan.keyed.text or "" for plan in todo])
+            for plan, vector in zip(todo, vectors, strict=True):
+                plan.vector = vector
+        entries: list[tuple[Plan, NewEntry]] = []
+        positions: list[int | None] = []
+        for plan, value, completion in batch:
+            vector = plan.vector if self._embeddable(plan) else None
+            entry = self._entry(plan, value, completion, vector)
+            positions.append(None if entry is None else len(entries))
+            if entry is not None:
+                entries.append((plan, entry))
+        ids = self._write(entries) if entries else []
+        return [None if at is None else ids[at] for at in positions]
+
+    def _entry(
+        self, plan: Plan, value: BaseModel, completion: Any, vector: np.ndarray | None
+    ) -> NewEntry | None:
+        """The row for one answer; None when the answer does not survive a JSON round trip."""
         keyed, model_cls = plan.keyed, plan.response_model
         response_json = value.model_dump_json(by_alias=True)
         # Store only what rehydrates to the same object; anything else would be a wrong answer later.
@@ -163,29 +191,33 @@ class Engine:
             logger.debug("semcache: %s does not round-trip through JSON; not cached", model_cls)
             return None
         raw_json, usage_json, total_tokens = dump_completion(completion)
-        vector = self._vector(plan) if self._embeddable(plan) else None
-        if vector is not None and not self._dimension_recorded:
-            # Recorded with the first vector, so tools reading the file know the width.
-            self._store.check_settings({"embedder_dimension": str(len(vector))})
-            self._dimension_recorded = True
         ttl = plan.ttl if plan.ttl is not None else self.ttl
-        entry_id, replaced = self._store.put(
-            NewEntry(
-                exact_key=keyed.exact_key, scope=keyed.scope, namespace=keyed.namespace,
-                model=keyed.model, schema_name=keyed.schema_name, prompt=keyed.text,
-                request_json=keyed.request_json, response_json=response_json, raw_json=raw_json,
-                usage_json=usage_json, total_tokens=total_tokens, embedding=vector,
-                expires_at=None if ttl is None else time.time() + ttl,
-            )
+        return NewEntry(
+            exact_key=keyed.exact_key, scope=keyed.scope, namespace=keyed.namespace,
+            model=keyed.model, schema_name=keyed.schema_name, prompt=keyed.text,
+            request_json=keyed.request_json, response_json=response_json, raw_json=raw_json,
+            usage_json=usage_json, total_tokens=total_tokens, embedding=vector,
+            expires_at=None if ttl is None else time.time() + ttl,
         )  # fmt: skip
+
+    def _write(self, entries: list[tuple[Plan, NewEntry]]) -> list[int]:
+        """Write rows in one transaction, then retire what they replaced and apply the size bound."""
+        first = next((e.embedding for _, e in entries if e.embedding is not None), None)
+        if first is not None and not self._dimension_recorded:
+            # Recorded with the first vector, so tools reading the file know the width.
+            self._store.check_settings({"embedder_dimension": str(len(first))})
+            self._dimension_recorded = True
+        written = self._store.put_many([entry for _, entry in entries])
         index = self._index
-        if replaced is not None and index is not None and index.remove(keyed.scope, [replaced]):
-            index.drop(keyed.scope)
-        self._emit(StoreEvent(keyed.namespace, keyed.scope, entry_id, replaced))
+        for (plan, entry), (entry_id, replaced) in zip(entries, written, strict=True):
+            scope = entry.scope
+            if replaced is not None and index is not None and index.remove(scope, [replaced]):
+                index.drop(scope)
+            self._emit(StoreEvent(plan.keyed.namespace, scope, entry_id, replaced))
         if self.max_entries is not None:
             self.flush()  # eviction is by last hit: write pending hit times first
             self._evicted(self._store.evict_lru(self.max_entries), "size")
-        return entry_id
+        return [entry_id for entry_id, _ in written]
 
     def _maintain(self) -> None:
         """Periodic work off the hot path: write bookkeeping, reclaim expired entries, apply the

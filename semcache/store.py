@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -254,42 +254,21 @@ class Store(Bookkeeping):
         Returns ``(new id, replaced id or None)``. The replacement gets a new id so that an index in
         another process that still holds the old id can never reach the new answer through it.
         """
-        blob = (
-            None
-            if entry.embedding is None
-            else np.ascontiguousarray(entry.embedding, dtype="<f4").tobytes()
-        )
+        return self.put_many([entry])[0]
+
+    def put_many(self, entries: Sequence[NewEntry]) -> list[tuple[int, int | None]]:
+        """``put`` for many entries in one transaction: all of them are written, or none.
+
+        Entries are written in order, so of two with the same exact key the later one stays (the
+        earlier one is reported as replaced). One commit per batch is what makes bulk loading
+        fast: a commit costs about as much as writing a hundred rows.
+        """
+        now = time.time()
+        written: list[tuple[int, int | None]] = []
         with self.transaction() as conn:
-            old = conn.execute(
-                "SELECT id FROM entries WHERE exact_key = ?", (entry.exact_key,)
-            ).fetchone()
-            if old:
-                conn.execute("DELETE FROM entries WHERE id = ?", (old[0],))
-            cursor = conn.execute(
-                """INSERT INTO entries (exact_key, scope, namespace, model, schema_name, prompt,
-                       request_json, response_json, raw_json, usage_json, total_tokens, embedding,
-                       created_at, expires_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (
-                    entry.exact_key,
-                    entry.scope,
-                    entry.namespace,
-                    entry.model,
-                    entry.schema_name,
-                    entry.prompt,
-                    entry.request_json,
-                    entry.response_json,
-                    entry.raw_json,
-                    entry.usage_json,
-                    entry.total_tokens,
-                    blob,
-                    time.time(),
-                    entry.expires_at,
-                ),
-            )
-            new_id = cursor.lastrowid
-        assert new_id is not None
-        return int(new_id), (int(old[0]) if old else None)
+            for entry in entries:
+                written.append(_insert(conn, entry, now))
+        return written
 
     def delete(self, entry_id: int) -> None:
         with self.transaction() as conn:
@@ -326,6 +305,31 @@ class Store(Bookkeeping):
 
     def count(self) -> int:
         return int(self.connection().execute("SELECT count(*) FROM entries").fetchone()[0])
+
+
+def _insert(conn: sqlite3.Connection, entry: NewEntry, now: float) -> tuple[int, int | None]:
+    blob = (
+        None
+        if entry.embedding is None
+        else np.ascontiguousarray(entry.embedding, dtype="<f4").tobytes()
+    )
+    old = conn.execute("SELECT id FROM entries WHERE exact_key = ?", (entry.exact_key,)).fetchone()
+    if old:
+        conn.execute("DELETE FROM entries WHERE id = ?", (old[0],))
+    cursor = conn.execute(
+        """INSERT INTO entries (exact_key, scope, namespace, model, schema_name, prompt,
+               request_json, response_json, raw_json, usage_json, total_tokens, embedding,
+               created_at, expires_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        (
+            entry.exact_key, entry.scope, entry.namespace, entry.model, entry.schema_name,
+            entry.prompt, entry.request_json, entry.response_json, entry.raw_json,
+            entry.usage_json, entry.total_tokens, blob, now, entry.expires_at,
+        ),
+    )  # fmt: skip
+    new_id = cursor.lastrowid
+    assert new_id is not None
+    return int(new_id), (int(old[0]) if old else None)
 
 
 def _create_private(path: Path) -> None:
