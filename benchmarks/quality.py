@@ -1,16 +1,20 @@
-"""Quality: how often a semantic hit is right, for cosine alone and for cosine + verification.
+"""Quality: how often a semantic hit is right, for cosine alone, + the rules, + rules and learned.
 
-For each labeled set available, on held-out data only, prints a fixed table: precision, recall
-and false-hit rate at the cache's default threshold, for cosine similarity alone and for cosine
-plus the default verifier side by side, and the best precision reachable at recall >= 0.3, 0.5
-and 0.6. Then the issue's targets (met or not), a threshold sweep, the threshold calibrated on
-our train split, and the verifier's cost per pair. The output is also written, with a description
-of the machine, to benchmarks/results/quality.md.
+For each labeled set available, on held-out data only, prints fixed tables side by side for three
+settings: cosine similarity alone, cosine + the default verifier (the rules), and cosine + the rules
++ the learned stage (``LearnedVerifier``, trained on data/pairs `train` only). Precision, recall
+and false-hit rate at the cache's default threshold; the best precision reachable at recall >=
+0.3, 0.5 and 0.6; the issue's targets, at the default settings and at the best threshold
+separately; threshold sweeps and the default-threshold rule for both verifiers; the threshold
+calibrated on our train split; the demo's request stream; the verifiers' cost per pair. The output
+is also written, with a description of the machine, to benchmarks/results/quality.md.
 
-Sets: data/pairs (its test split: whole template families the rules were not written against)
-and, when the public sets are present in ../shared/data (or --shared), the test splits of STS-B
-(label_bin), SICK (paraphrase vs contradiction, and all pairs) and MRPC. They are read in place,
-never copied. Embeddings are cached under the system temp folder, so a re-run takes seconds.
+Sets: data/pairs (its test split: whole template families neither the rules nor the learned stage
+saw) and, when the public sets are present in ../shared/data (or --shared), the test splits of
+STS-B (label_bin), SICK (paraphrase vs contradiction, and all pairs) and MRPC. They are read in
+place, never copied. Embeddings come from SentenceTransformerEmbedder (the bundled
+all-MiniLM-L6-v2 on torch), whatever the cache's default embedder is, so runs stay comparable; they
+are cached under the system temp folder, so a re-run takes seconds.
 
     python benchmarks/quality.py [--threshold 0.9] [--shared DIR] [--no-write]
 """
@@ -19,17 +23,20 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from machine import describe
+
 from semcache import DEFAULT_THRESHOLD, tuning
 from semcache.embedding import SentenceTransformerEmbedder
-from semcache.verifiers import default_verifier
+from semcache.verifiers import LearnedVerifier, RuleVerifier, default_verifier
 from semcache.verifiers.text import analyze
+from semcache.verify import Chain, Verifier
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -37,14 +44,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 
 PAIRS = ROOT / "data" / "pairs" / "pairs.jsonl"
+TICKETS = ROOT / "data" / "tickets.jsonl"
 RESULTS = ROOT / "benchmarks" / "results" / "quality.md"
 RECALLS = (0.3, 0.5, 0.6)
-SWEEP = (0.80, 0.82, 0.84, 0.85, 0.86, 0.88, 0.90, 0.92, 0.94)
+SWEEP = (0.80, 0.82, 0.84, 0.85, 0.86, 0.87, 0.88, 0.90, 0.92, 0.94)
+DEMO_SWEEP = (0.80, 0.82, 0.84, 0.85, 0.86, 0.87, 0.88, 0.90, 0.94, 0.96)
 TARGETS = [  # (set, minimum precision, at recall at least), from issue 3
     ("SICK paraphrase vs contradiction (test)", 0.98, 0.50),
     ("MRPC (test)", 0.95, 0.30),
     ("data/pairs (test)", 0.99, 0.60),
 ]
+OURS = "data/pairs (test)"
 
 
 def shared_folder(explicit: str | None) -> Path | None:
@@ -53,7 +63,7 @@ def shared_folder(explicit: str | None) -> Path | None:
 
 
 def labeled_sets(shared: Path | None) -> dict[str, list[tuning.LabeledPair]]:
-    sets = {"data/pairs (test)": tuning.load_pairs(PAIRS, split="test")}
+    sets = {OURS: tuning.load_pairs(PAIRS, split="test")}
     if shared is None:
         return sets
     sets["STS-B (test, label_bin)"] = tuning.load_pairs(shared / "stsb.jsonl", split="test")
@@ -66,6 +76,15 @@ def labeled_sets(shared: Path | None) -> dict[str, list[tuning.LabeledPair]]:
     return sets
 
 
+def verifiers() -> dict[str, Verifier]:
+    """The two verified settings: the default verifier, and the rules followed by the learned
+    stage."""
+    return {
+        "rules": default_verifier(),
+        "rules+learned": Chain([RuleVerifier(), LearnedVerifier()]),
+    }
+
+
 def pct(x: float) -> str:
     return f"{x:.3f}"
 
@@ -75,124 +94,183 @@ def best(rows: Sequence[tuning.ScoredPair], recall: float, verified: bool) -> st
     return f"{point.precision:.3f} @{point.threshold:.2f}" if point else "—"
 
 
-def verifier_cost(pairs: Sequence[tuning.LabeledPair]) -> tuple[float, float]:
+def verifier_cost(verifier: Verifier, pairs: Sequence[tuning.LabeledPair]) -> tuple[float, float]:
     """Microseconds per pair: texts never seen before (cold), and already analyzed (warm: the
-    cache's stored prompts, compared again on every near-duplicate query)."""
-    verifier = default_verifier()
-    analyze.cache_clear()
-    start = time.perf_counter()
-    for p in pairs:
-        verifier.verify(p.a, p.b, 0.9)
-    cold = (time.perf_counter() - start) / len(pairs) * 1e6
-    start = time.perf_counter()
-    for p in pairs:
-        verifier.verify(p.a, p.b, 0.9)
-    warm = (time.perf_counter() - start) / len(pairs) * 1e6
-    return cold, warm
+    cache's stored prompts, compared again on every near-duplicate query). The best of three
+    runs, as the machine may be shared."""
+    cold, warm = [], []
+    for _ in range(3):
+        analyze.cache_clear()
+        start = time.perf_counter()
+        for p in pairs:
+            verifier.verify(p.a, p.b, 0.9)
+        cold.append((time.perf_counter() - start) / len(pairs) * 1e6)
+        start = time.perf_counter()
+        for p in pairs:
+            verifier.verify(p.a, p.b, 0.9)
+        warm.append((time.perf_counter() - start) / len(pairs) * 1e6)
+    return min(cold), min(warm)
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    return (
-        f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, torch {torch.__version__} (CPU), "
-        f"embedder all-MiniLM-L6-v2 (bundled)"
-    )
+def demo_stream(
+    embedder: SentenceTransformerEmbedder, settings: dict[str, Verifier], cache_dir: str
+) -> list[str]:
+    """The demo's requests (data/tickets.jsonl): each paraphrase or look-alike against its nearest
+    earlier request, right when their answers are equal (the README's table)."""
+    requests = [json.loads(line) for line in TICKETS.read_text(encoding="utf-8").splitlines()]
+    vectors = tuning.embed_texts([r["text"] for r in requests], embedder, cache_dir=cache_dir)
+    rows = []
+    for i, request in enumerate(requests):
+        if request["kind"] not in ("paraphrase", "lookalike"):
+            continue
+        earlier = [r for r in requests[:i] if r["text"] != request["text"]]
+        sims = [float(vectors[request["text"]] @ vectors[r["text"]]) for r in earlier]
+        k = max(range(len(sims)), key=sims.__getitem__)
+        nearest, similarity = earlier[k], sims[k]
+        accepted = {
+            name: v.verify(request["text"], nearest["text"], similarity).accept
+            for name, v in settings.items()
+        }
+        rows.append((similarity, nearest["answer"] == request["answer"], accepted))
+    names = ["cosine alone", *settings]
+    out = ["| threshold | " + " | ".join(f"{n}: right / wrong" for n in names) + " |"]
+    out.append("|---:|" + "---:|" * len(names))
+    for t in DEMO_SWEEP:
+        cells = []
+        for name in names:
+            served = [
+                right for s, right, ok in rows if s >= t and (name not in settings or ok[name])
+            ]
+            cells.append(f"{sum(served)} / {len(served) - sum(served)}")
+        out.append(f"| {t:.2f} | " + " | ".join(cells) + " |")
+    return out
 
 
 def report(threshold: float, shared: Path | None, cache_dir: str) -> str:
     embedder = SentenceTransformerEmbedder()
-    verifier = default_verifier()
+    settings = verifiers()
     sets = labeled_sets(shared)
     scored = {
-        name: tuning.score_pairs(pairs, embedder, verifier, cache_dir=cache_dir)
+        (name, vname): tuning.score_pairs(pairs, embedder, v, cache_dir=cache_dir)
         for name, pairs in sets.items()
+        for vname, v in settings.items()
     }
+    vnames = list(settings)
     out: list[str] = []
     say = out.append
-    say(f"## At the default threshold {threshold:g} (cosine alone | cosine + `{verifier.name}`)\n")
-    say("| set | pairs (+/-) | P cos | R cos | FHR cos | P +ver | R +ver | FHR +ver |")
+
+    say(f"## At the default threshold {threshold:g}: cosine alone | + rules | + rules + learned\n")
+    say("The default settings are the middle columns: cosine >= the default threshold, then the")
+    say("default verifier (the rules). The last columns add the learned stage after the rules.\n")
+    say("| set | pairs (+/-) | P cos | R cos | P rules | R rules | P +learned | R +learned |")
     say("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, rows in scored.items():
-        cos = tuning.operating_point(rows, threshold, verified=False)
-        ver = tuning.operating_point(rows, threshold, verified=True)
+    for name in sets:
+        cos = tuning.operating_point(scored[(name, "rules")], threshold, verified=False)
+        cells = [f"{pct(cos.precision)} | {pct(cos.recall)}"]
+        for vname in vnames:
+            p = tuning.operating_point(scored[(name, vname)], threshold)
+            cells.append(f"{pct(p.precision)} | {pct(p.recall)}")
         say(
-            f"| {name} | {len(rows)} ({cos.positives}/{cos.negatives}) | {pct(cos.precision)} | "
-            f"{pct(cos.recall)} | {pct(cos.false_hit_rate)} | {pct(ver.precision)} | "
-            f"{pct(ver.recall)} | {pct(ver.false_hit_rate)} |"
-        )
-    say(
-        "\nP = precision (correct hits / hits), R = recall (hits / pairs labeled 1), FHR = false-hit"
-    )
-    say("rate (pairs labeled 0 that are served / pairs labeled 0).\n")
-
-    say("## Best precision reachable (precision @ threshold), cosine alone | + verification\n")
-    head = " | ".join(f"R>={r} cos | R>={r} +ver" for r in RECALLS)
-    say(f"| set | {head} |")
-    say("|---|" + "---:|" * (2 * len(RECALLS)))
-    for name, rows in scored.items():
-        cells = " | ".join(f"{best(rows, r, False)} | {best(rows, r, True)}" for r in RECALLS)
-        say(f"| {name} | {cells} |")
-
-    say("\n## Targets (issue 3), measured on held-out splits\n")
-    say("| target | best with verification | at the default threshold | met |")
-    say("|---|---|---|---|")
-    for name, precision, recall in TARGETS:
-        if name not in scored:
-            say(f"| {name}: P >= {precision} at R >= {recall} | not available | | skipped |")
-            continue
-        rows = scored[name]
-        point = tuning.best_precision_at_recall(rows, recall, verified=True)
-        at = tuning.operating_point(rows, threshold)
-        met = point is not None and point.precision >= precision
-        found = f"P {pct(point.precision)} at R {pct(point.recall)} (t={point.threshold:.3f})"
-        say(
-            f"| {name}: P >= {precision} at R >= {recall} | {found if point else 'none'} | "
-            f"P {pct(at.precision)}, R {pct(at.recall)} | {'yes' if met else 'no'} |"
-        )
-
-    say("\n## Threshold sweep with verification (precision / recall)\n")
-    say("| set | " + " | ".join(f"{t:.2f}" for t in SWEEP) + " |")
-    say("|---|" + "---:|" * len(SWEEP))
-    for name, rows in scored.items():
-        points = tuning.sweep(rows, SWEEP)
-        say(
-            f"| {name} | "
-            + " | ".join(f"{p.precision:.3f} / {p.recall:.2f}" for p in points)
+            f"| {name} | {len(sets[name])} ({cos.positives}/{cos.negatives}) | "
+            + " | ".join(cells)
             + " |"
         )
+    say("\nFalse-hit rate (pairs labeled 0 that are served / pairs labeled 0), same columns:\n")
+    say("| set | FHR cos | FHR rules | FHR +learned |")
+    say("|---|---:|---:|---:|")
+    for name in sets:
+        rows = scored[(name, "rules")]
+        cells = [pct(tuning.operating_point(rows, threshold, verified=False).false_hit_rate)]
+        cells += [
+            pct(tuning.operating_point(scored[(name, v)], threshold).false_hit_rate) for v in vnames
+        ]
+        say(f"| {name} | " + " | ".join(cells) + " |")
+    say("\nP = precision (correct hits / hits), R = recall (hits / pairs labeled 1).\n")
 
-    ours = scored["data/pairs (test)"]
-    safe = [t for t in SWEEP if tuning.operating_point(ours, t).precision >= 0.99]
-    if safe:
+    say("## Best precision reachable at any threshold (precision @ threshold)\n")
+    head = " | ".join(f"R>={r} cos | R>={r} rules | R>={r} +learned" for r in RECALLS)
+    say(f"| set | {head} |")
+    say("|---|" + "---:|" * (3 * len(RECALLS)))
+    for name in sets:
+        cells = []
+        for r in RECALLS:
+            cells.append(best(scored[(name, "rules")], r, False))
+            cells += [best(scored[(name, v)], r, True) for v in vnames]
+        say(f"| {name} | " + " | ".join(cells) + " |")
+
+    say("\n## Targets (issue 3), measured on held-out splits\n")
+    say(f"**At the default settings** (threshold {threshold:g}, the default verifier): what a user")
+    say("gets without tuning. **Best at any threshold**: the highest precision at that recall over")
+    say("all thresholds, read off the same test split (an optimistic bound, not a setting).\n")
+    say(
+        "| target | default settings: P, R | met at the default settings | rules + learned at the default threshold: P, R | best at any threshold, rules | best at any threshold, rules + learned |"
+    )
+    say("|---|---|---|---|---|---|")
+    for name, precision, recall in TARGETS:
+        if (name, "rules") not in scored:
+            say(f"| {name}: P >= {precision} at R >= {recall} | not available | skipped | | | |")
+            continue
+        at = tuning.operating_point(scored[(name, "rules")], threshold)
+        met = at.precision >= precision and at.recall >= recall
+        learned = tuning.operating_point(scored[(name, "rules+learned")], threshold)
+        bests = []
+        for v in vnames:
+            point = tuning.best_precision_at_recall(scored[(name, v)], recall)
+            ok = point is not None and point.precision >= precision
+            bests.append(
+                f"P {pct(point.precision)} at R {pct(point.recall)} (t={point.threshold:.3f}): "
+                f"{'meets' if ok else 'misses'}"
+                if point
+                else "none"
+            )
+        say(
+            f"| {name}: P >= {precision} at R >= {recall} | P {pct(at.precision)}, R "
+            f"{pct(at.recall)} | {'yes' if met else 'no'} | P {pct(learned.precision)}, R "
+            f"{pct(learned.recall)} | " + " | ".join(bests) + " |"
+        )
+
+    for vname in vnames:
+        say(f"\n## Threshold sweep, cosine + {vname} (precision / recall)\n")
+        say("| set | " + " | ".join(f"{t:.2f}" for t in SWEEP) + " |")
+        say("|---|" + "---:|" * len(SWEEP))
+        for name in sets:
+            points = tuning.sweep(scored[(name, vname)], SWEEP)
+            say(
+                f"| {name} | "
+                + " | ".join(f"{p.precision:.3f} / {p.recall:.2f}" for p in points)
+                + " |"
+            )
+
+    say("\n## The default-threshold rule, per verifier\n")
+    say("The default is the lowest threshold of the sweep at which data/pairs (test) keeps")
+    say("precision >= 0.99. Read off the test split, so these are not unbiased estimates of that")
+    say("choice; cosine alone reaches no such threshold on data/pairs at all.\n")
+    for vname in vnames:
+        ours = scored[(OURS, vname)]
+        safe = [t for t in SWEEP if tuning.operating_point(ours, t).precision >= 0.99]
+        if not safe:
+            say(f"- {vname}: no threshold of the sweep keeps P >= 0.99 on {OURS}.")
+            continue
         pick = min(safe)
-        say("\n**Default threshold:** the lowest threshold above at which data/pairs (test) keeps")
-        say(f"precision >= 0.99 with verification is **{pick:.2f}**; there:")
-        for name, rows in scored.items():
-            p = tuning.operating_point(rows, pick)
+        say(f"**{vname}: {pick:.2f}**; there (P [95% CI], R, FHR):")
+        for name in sets:
+            p = tuning.operating_point(scored[(name, vname)], pick)
             say(
                 f"- {name}: P {pct(p.precision)} [{pct(p.precision_low)}, "
                 f"{pct(p.precision_high)}], R {pct(p.recall)}, FHR {pct(p.false_hit_rate)}"
             )
-        say("(Read off the test split, so these are not unbiased estimates of that choice;")
-        say("cosine alone reaches no safe threshold on data/pairs at all.)")
+        say("")
 
+    rules = settings["rules"]
     train = tuning.score_pairs(
-        tuning.load_pairs(PAIRS, split="train"), embedder, verifier, cache_dir=cache_dir
+        tuning.load_pairs(PAIRS, split="train"), embedder, rules, cache_dir=cache_dir
     )
-    test = ours
-    say("\n## Calibrated on data/pairs train, scored on data/pairs test (with verification)\n")
+    test = scored[(OURS, "rules")]
+    say("## Calibrated on data/pairs train, scored on data/pairs test (cosine + rules)\n")
     say("`choose_threshold`: the lowest threshold whose 95% Wilson lower bound on precision meets")
-    say("the target, on the train split; then the same threshold on the test split.\n")
+    say("the target, on the train split; then the same threshold on the test split. (Not shown for")
+    say("the learned stage: it was fitted on that train split, so its train precision is not a")
+    say("fair basis for a choice.)\n")
     say("| target | threshold | train P [lower bound] | train R | test P [lower bound] | test R |")
     say("|---|---:|---:|---:|---:|---:|")
     for target in (0.99, 0.98, 0.95):
@@ -207,9 +285,21 @@ def report(threshold: float, shared: Path | None, cache_dir: str) -> str:
             f"[{pct(held.precision_low)}] | {pct(held.recall)} |"
         )
 
-    cold, warm = verifier_cost(sets["data/pairs (test)"])
-    say(f"\nVerifier cost (`{verifier.name}`, pure Python, one core): {cold:.0f} µs per pair for")
-    say(f"texts never seen before, {warm:.0f} µs when both texts were analyzed before.")
+    say("\n## The demo's request stream (data/tickets.jsonl)\n")
+    say(
+        "Each of the 130 paraphrases and 70 look-alikes against its nearest earlier request; a hit is"
+    )
+    say("right when both have the same answer. Not a held-out split: the rules were written with")
+    say("this stream in view. The learned stage never saw it.\n")
+    out.extend(demo_stream(embedder, settings, cache_dir))
+
+    say("\n## Cost per pair (pure Python, one core, best of three runs)\n")
+    for v in settings.values():
+        cold, warm = verifier_cost(v, sets[OURS])
+        say(
+            f"- `{v.name}`: {cold:.0f} µs per pair for texts never seen before, {warm:.0f} µs "
+            "when both texts were analyzed before."
+        )
     if shared is None:
         say("\nThe public sets (STS-B, SICK, MRPC) were not found: pass --shared or put them in")
         say("../shared/data relative to the repository to include them.")
@@ -232,18 +322,33 @@ def main() -> None:
     print(body)
     if not args.no_write:
         today = datetime.date.today().isoformat()
-        header = (
-            "# Quality benchmark\n\n"
-            f"`python benchmarks/quality.py`, {today}. Machine: {machine()}.\n\n"
-            "Every number is on a held-out split: data/pairs `test` (whole template families the\n"
-            "rules were not written against) and the `test` splits of STS-B, SICK and MRPC. The\n"
-            "rules and word lists were developed on data/pairs `train` and the public sets' train\n"
-            "splits; nothing is learned from data. Caveat: before that discipline was in place, a\n"
-            "sample of early failures from SICK (train and test mixed) and from data/pairs `test`\n"
-            "was read, so those two test sets are not perfectly blind.\n\n"
+        model = LearnedVerifier().model["training"]
+        header = "\n".join(
+            [
+                "# Quality benchmark\n",
+                f"`python benchmarks/quality.py`, {today}. Embeddings: SentenceTransformerEmbedder,",
+                "the bundled all-MiniLM-L6-v2 on torch (CPU), whatever the cache's default embedder.\n",
+                *describe(["torch", "sentence-transformers", "numpy"]),
+                "",
+                "Every number except the demo stream's is on a held-out split: data/pairs `test`",
+                "(whole template families that neither the rules nor the learned stage saw) and",
+                "the `test` splits of STS-B, SICK and MRPC. The rules and word lists were developed",
+                "on data/pairs `train`, the public sets' train splits, SICK `trial` and STS-B `dev`.",
+                "The learned stage (`semcache/verifiers/learned.json`) was fitted only on data/pairs",
+                f"`train` (the {model['rows']} pairs of it the rules accept); the public sets never",
+                "trained anything. Caveats: before that discipline was in place, a sample of early",
+                "failures from SICK (train and test mixed) and from data/pairs `test` was read, so",
+                "those two test sets are not perfectly blind; and while the current rules and",
+                "features were written, the test numbers were looked at in aggregate (never pair",
+                "by pair) once mid-way and in the final runs. The changes made after the mid-way",
+                "look (the swap check's plural handling, two of the learned stage's features) were",
+                "decided on train and dev splits and the demo stream, but not blind to it; after",
+                'the final runs, only a guard for request-style passives was added ("is processing"',
+                '/ "is being processed"), which changed no number here.\n',
+            ]
         )
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(header + body + "\n", encoding="utf-8")
+        RESULTS.write_text(header + "\n" + body + "\n", encoding="utf-8")
         print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
 
 

@@ -1,8 +1,10 @@
 """The built-in verifiers: every hard-negative kind is vetoed with a readable reason, rewordings
-that keep the facts pass, the rules are fast, and a user's CrossEncoder plugs in."""
+that keep the facts pass, the rules are fast, the learned stage's weights are documented and
+reproducible, and a user's CrossEncoder plugs in."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -17,9 +19,16 @@ from semcache.verifiers import (
     CHECKS,
     DEFAULT_CHECKS,
     CrossEncoderVerifier,
+    LearnedVerifier,
     RuleVerifier,
     default_verifier,
 )
+from semcache.verifiers.features import FEATURES
+from semcache.verifiers.learned import load_weights
+from semcache.verifiers.lexicon import derived
+from semcache.verifiers.structure import main_clause
+from semcache.verifiers.text import analyze
+from semcache.verifiers.training import SIGNS, train
 from semcache.verify import Chain, Verdict, Verifier
 
 PAIRS = Path(__file__).resolve().parent.parent / "data" / "pairs" / "pairs.jsonl"
@@ -68,6 +77,12 @@ HARD_NEGATIVES = [
     ("substitution", "What is the capital of France?", "What is the capital of Spain?"),
     ("substitution", "Does the smart watch support sleep tracking?", "Does the fitness tracker support sleep tracking?"),
     ("unit", "Send me 50 EUR", "Send me 50 USD"),
+    # Patterns from the SICK train split (contradictions and role changes the cosine scores 0.91+).
+    ("swap", "The log is lying on the panda bear", "The panda bear is lying on the logs"),
+    ("swap", "The military officer is barking at the recruits", "The recruits are barking at the military officer"),
+    ("antonym", "A man on a bike is jumping on a ramp", "A man on a bike is jumping off a ramp"),
+    ("role", "A horse and its rider are leaping over a barrier", "The horse is leaping over the rider at the barrier"),
+    ("role", "A dog is chasing a ball on the grass", "A dog with a ball is being chased in the grass"),
 ]  # fmt: skip
 
 # Rewordings that keep every fact: casing, punctuation, contractions, greetings, word order.
@@ -84,6 +99,20 @@ PARAPHRASES = [
     ("Compare Python and Java", "Compare Java and Python"),
     ("Who founded IKEA?", "Who started IKEA?"),
     ("The lady is slicing an onion", "The woman is slicing an onion"),
+    # A passive rewording keeps who does what; words only moved or added are no substitution.
+    ("A man is riding a horse", "A horse is being ridden by a man"),
+    ("two puppies playing around in the grass", "Two puppies play in the grass"),
+    ("The snowboarder is jumping off a snow covered hill", "The snowboarder is jumping off a snowy hill"),
+    ("The search was concentrated in northeast Pennsylvania", "The search was concentrated in northeastern Pennsylvania"),
+    ("A gray cat with green eyes looks at the camera", "A grey cat with green eyes looks at the camera"),
+    # Without a direct object, the passive says the same: no voice veto.
+    ("My refund is still processing for order A-10001", "My refund is still being processed for order A-10001"),
+    # A word on both sides of the verb, and reported speech, have no single role to compare.
+    ("A rabbit is playing with a stuffed bunny", "A bunny is playing with a stuffed bunny"),
+    ("Investigators were searching his home, a prosecutor said.", "A prosecutor said investigators were searching his home."),
+    # "note" and "not" are two words to the swap check (a full stem made them one).
+    ("The doorbell doesn't work, so could you add a note to order A-12720 asking the courier to knock?",
+     "Is it possible to add a note for the courier to order A-12720? The doorbell doesn't work, so they should knock."),
 ]  # fmt: skip
 
 
@@ -181,6 +210,106 @@ def test_rules_chain_with_other_verifiers() -> None:
     chain = Chain([RuleVerifier(), Never()])
     assert chain.verify("a 1", "a 2", 0.9).stage == "rules.number"
     assert chain.verify("same", "same!", 0.9) == Verdict(False, "no", "never")
+
+
+def test_main_clause_and_derived_forms() -> None:
+    clause = main_clause(analyze("The panda bear is lying on the logs").tokens)
+    assert clause is not None and clause.shown == "lying" and not clause.passive
+    assert {"panda", "bear"} <= clause.before and "log" in clause.after
+    passive = main_clause(analyze("A ball is being chased by a dog").tokens)
+    assert passive is not None and passive.passive and passive.shown == "chased"
+    assert main_clause(analyze("The store is open on Sunday").tokens) is None  # not a verb
+    assert main_clause(analyze("Kaye said the guard is lying").tokens) is None  # reported
+    assert derived("snow", "snowy") and derived("terrorism", "terror")
+    assert not derived("play", "player") and not derived("cat", "caty")
+
+
+# -- LearnedVerifier --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def learned() -> LearnedVerifier:
+    return LearnedVerifier()
+
+
+def test_learned_weights_file_documents_its_training() -> None:
+    model = load_weights()
+    assert model["features"] == list(FEATURES)
+    assert len(model["weights"]) == len(model["mean"]) == len(model["scale"]) == len(FEATURES)
+    training = model["training"]
+    assert training["data"] == "data/pairs/pairs.jsonl" and training["split"].startswith("train")
+    assert training["command"] == "python -m semcache.verifiers.training"
+    for key in ("date", "embedder", "rules_sha256", "cross_validation", "rows"):
+        assert training[key], key
+    # Trained on the data file as it is now: if pairs.jsonl changes, retrain (about 30 s).
+    assert training["data_sha256"] == hashlib.sha256(PAIRS.read_bytes()).hexdigest(), (
+        "data/pairs changed since the learned verifier was trained: "
+        "run python -m semcache.verifiers.training"
+    )
+    # The fit respected the prior: no difference feature raises p(same), no similarity lowers it.
+    for name, weight in zip(model["features"], model["weights"], strict=True):
+        assert weight * SIGNS[name] >= 0, name
+    assert 0 < model["min_probability"] < 1
+
+
+def test_learned_verifier_vetoes_a_reworded_request_about_another_city(
+    learned: LearnedVerifier,
+) -> None:
+    query = "New delivery address for order A-15534: 221 Oak Avenue, Athens 21191"
+    other = "Can you send order A-15534 to 221 Oak Avenue, Seoul 21191? Extract the new address."
+    same = "Can you send order A-15534 to 221 Oak Avenue, Athens 21191? Extract the new address."
+    assert RuleVerifier().verify(query, other, 0.71).accept  # the rules see a rewording
+    verdict = learned.verify(query, other, 0.71)
+    assert not verdict.accept and verdict.stage == "learned"
+    assert verdict.reason.startswith("learned: p(same)") and "names" in verdict.reason
+    assert learned.verify(query, same, 0.9).accept
+    assert learned.verify(
+        "How do I reset my password?", "How can I reset my password?", 0.95
+    ).accept
+    # Symmetric: the verdict does not depend on which text is the query.
+    assert learned.probability(query, other, 0.71) == pytest.approx(
+        learned.probability(other, query, 0.71)
+    )
+    assert LearnedVerifier(min_probability=0.0).verify(query, other, 0.71).accept
+    chain = Chain([RuleVerifier(), learned])
+    assert chain.name == "rules+learned" and isinstance(learned, Verifier)
+    assert chain.verify(query, other, 0.71).stage == "learned"
+
+
+def test_learned_verifier_refuses_weights_for_other_features(tmp_path: Path) -> None:
+    model = dict(load_weights(), features=["cosine"])
+    with pytest.raises(ValueError, match="other features"):
+        LearnedVerifier(model)
+    with pytest.raises(FileNotFoundError, match=r"semcache\.verifiers\.training"):
+        LearnedVerifier(tmp_path / "missing.json")
+    stale = tmp_path / "old.json"
+    stale.write_text(json.dumps(dict(load_weights(), format=0)), encoding="utf-8")
+    with pytest.raises(ValueError, match="format"):
+        load_weights(stale)
+
+
+def test_training_is_deterministic_and_keeps_the_signs() -> None:
+    rows = [json.loads(line) for line in PAIRS.read_text(encoding="utf-8").splitlines()]
+    rows = [r for r in rows if r["split"] == "train"][::4]
+    # Similarities are an input (the embedder is not needed to test the fit): made-up values
+    # that leave the negatives and positives overlapping.
+    sims = [0.75 + 0.2 * ((i * 7919) % 100) / 100 for i in range(len(rows))]
+    first, second = train(rows, sims), train(rows, sims)
+    assert first == second
+    assert first["training"]["negatives"] > 0 and first["training"]["positives"] > 0
+    for name, weight in zip(first["features"], first["weights"], strict=True):
+        assert weight * SIGNS[name] >= 0, name
+    LearnedVerifier(first)  # a trained dict is a valid weights file
+
+
+def test_rules_and_learned_are_fast(learned: LearnedVerifier) -> None:
+    rows = [json.loads(line) for line in PAIRS.read_text(encoding="utf-8").splitlines()][:500]
+    chain = Chain([RuleVerifier(), learned])
+    start = time.perf_counter()
+    for r in rows:
+        chain.verify(r["a"], r["b"], 0.9)
+    per_pair = (time.perf_counter() - start) / len(rows)
+    assert per_pair < 1e-3, f"{per_pair * 1e6:.0f} µs per pair"
 
 
 # -- CrossEncoderVerifier -------------------------------------------------------------------------

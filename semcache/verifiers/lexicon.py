@@ -11,7 +11,8 @@ from __future__ import annotations
 from functools import cache
 
 
-def _words(text: str) -> frozenset[str]:
+def words(text: str) -> frozenset[str]:
+    """The words of a space-separated list."""
     return frozenset(text.split())
 
 
@@ -36,6 +37,19 @@ def stem(word: str) -> str:
     if len(w) > 3 and w.endswith("e"):
         w = w[:-1]
     return w
+
+
+# Suffixes that make another word class of the same word: "snow" / "snowy", "terror" /
+# "terrorism", "northeast" / "northeastern", "shrewd" / "shrewdly".
+DERIVATIONAL_SUFFIXES = ("ly", "y", "ern", "ism", "ic", "al", "ness", "ment", "ion")
+
+
+def derived(x: str, y: str) -> bool:
+    """One stem is the other plus a derivational suffix (both at least four letters long)."""
+    short, long = (x, y) if len(x) <= len(y) else (y, x)
+    return (
+        len(short) >= 4 and long.startswith(short) and long[len(short) :] in DERIVATIONAL_SUFFIXES
+    )
 
 
 # Opposites: (one side, other side). A veto needs a word of one side only in one text and a word
@@ -247,6 +261,12 @@ _SYNONYMS_RAW: list[str] = [
     "cap hat",
     "fur coat",
     "play playing fun enjoy",
+    "gray grey",
+    "color colour",
+    "honor honour",
+    "favorite favourite",
+    "center centre",
+    "theater theatre",
 ]
 
 NEGATION_CUES = frozenset(
@@ -292,24 +312,24 @@ WHAT_ASKS_FOR: dict[str, str] = {
     "cost": "how much", "costs": "how much", "price": "how much", "fee": "how much",
     "time": "when", "year": "when", "date": "when", "reason": "why", "steps": "how", "way": "how",
 }  # fmt: skip
-AUXILIARIES = _words(
+AUXILIARIES = words(
     "is are am was were do does did can could will would should shall has have had may might must"
 )
 # A wh-word after these is still the question being asked ("can you tell me where ...").
-QUESTION_LEADS = _words("tell know wondering wonder ask explain show find idea sure see check me")
+QUESTION_LEADS = words("tell know wondering wonder ask explain show find idea sure see check me")
 # Words that never make two requests different on their own.
-STOPWORDS = _words("""a an the this that these those it its of in on at to for from by with about into onto as
+STOPWORDS = words("""a an the this that these those it its of in on at to for from by with about into onto as
     and or but so if then than i me my mine we us our you your he him his she her they them their
     is are am was were be been being do does did done can could will would should shall may might
     must have has had having please hi hello hey thanks thank thx ok okay just really very still
     also too even quite pretty super totally actually basically kindly maybe perhaps some any
     there here what which who whom whose when where why how quick one up out""")
-FILLER = _words("""please kindly just really very still also too even quite actually basically currently
+FILLER = words("""please kindly just really very still also too even quite actually basically currently
     now hi hello hey thanks thank thx quick question one ok okay so well right""")
 # Words that give the words around them a role: "from X to Y", "X than Y", template values.
-RELATIONS = _words(
+RELATIONS = words(
     "to from into onto than until till against toward towards over under before after via "
-    "behind in_front_of above below beneath on off <nl>"
+    "behind in_front_of above below beneath on off at <nl>"
 )
 # Relation words that mean the same for a swap: "from May 3 until May 5" = "from May 3 to May 5".
 RELATION_ALIASES = {"until": "to", "till": "to", "through": "to", "thru": "to"}
