@@ -1,18 +1,23 @@
 """Text embedders: the bundled offline all-MiniLM-L6-v2 by default, any sentence-transformers model.
 
-Everything heavy (torch, transformers) is imported on the first embedding, not on import, so code
-that only reads the exact tier or the store never pays for it.
+The default runs the bundled model on ONNX Runtime (``semcache.embedding_onnx``) when onnxruntime
+is installed, and on torch otherwise; both give the same vectors under the same name, so a cache
+file written by one is read by the other. ``SEMCACHE_EMBEDDER`` picks one for a whole deployment.
+
+Everything heavy (torch, transformers, onnxruntime) is imported on the first embedding, not on
+import, so code that only reads the exact tier or the store never pays for it.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from semcache.errors import EmbedderError
+from semcache.errors import EmbedderError, UsageError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -22,6 +27,11 @@ DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 # Beyond this many characters a text is certainly longer than any supported model's window, unless
 # it is mostly whitespace; either way it is served exact-only. Saves tokenizing a megabyte prompt.
 MAX_CHARS_TO_TOKENIZE = 100_000
+
+# Overrides the default embedder (``embedder=None``) for every cache in the process, without code
+# changes: ``torch``, ``onnx`` (int8) or ``onnx-fp32``, the names ``embedder=`` accepts too.
+EMBEDDER_ENV = "SEMCACHE_EMBEDDER"
+BUILTIN_EMBEDDERS = ("torch", "onnx", "onnx-fp32")
 
 
 @runtime_checkable
@@ -176,16 +186,25 @@ def _name_of(model: Any) -> str:
 
 
 def resolve_embedder(embedder: Embedder | str | Any | None) -> Embedder:
-    """Turn the ``embedder=`` argument of ``SemanticCache`` into an ``Embedder``: None for the
-    bundled model on torch, ``"onnx"`` (int8) or ``"onnx-fp32"`` for the same model on ONNX
-    Runtime, any other string for a sentence-transformers model name."""
-    if embedder in ("onnx", "onnx-fp32"):
-        # The ONNX Runtime path (``pip install semcache[onnx]``): same model, same vectors to
-        # cosine >= 0.995, about three times faster per prompt on a CPU.
-        from semcache.embedding_onnx import OnnxEmbedder
+    """Turn the ``embedder=`` argument of ``SemanticCache`` into an ``Embedder``.
 
-        return OnnxEmbedder(quantize=embedder == "onnx")
-    if embedder is None or isinstance(embedder, str):
+    None is the bundled all-MiniLM-L6-v2, on ONNX Runtime (int8) when it is installed, else on
+    torch; ``$SEMCACHE_EMBEDDER`` overrides that choice. ``"torch"``, ``"onnx"`` (int8) and
+    ``"onnx-fp32"`` pick the bundled model on one runtime; any other string is a
+    sentence-transformers model name. Nothing is loaded here.
+    """
+    if embedder is None:
+        choice = os.environ.get(EMBEDDER_ENV, "").strip().lower()
+        if choice:
+            if choice not in BUILTIN_EMBEDDERS:
+                raise UsageError(
+                    f"{EMBEDDER_ENV}={choice!r}: expected one of {', '.join(BUILTIN_EMBEDDERS)}"
+                )
+            return _bundled_on(choice)
+        return _default_embedder()
+    if isinstance(embedder, str):
+        if embedder in BUILTIN_EMBEDDERS:
+            return _bundled_on(embedder)
         return SentenceTransformerEmbedder(embedder)
     if isinstance(embedder, Embedder):
         return embedder
@@ -195,3 +214,39 @@ def resolve_embedder(embedder: Embedder | str | Any | None) -> Embedder:
         "embedder must be None, a sentence-transformers model name, a SentenceTransformer "
         f"or an object with name/dimension/embed/fits; got {type(embedder).__name__}"
     )
+
+
+def _default_embedder() -> Embedder:
+    """ONNX int8 when it can run here (about 3x faster per prompt on a CPU), else torch.
+
+    The ONNX model is exported on the first embedding, which can still fail (a full disk, a torch
+    without the TorchScript exporter); this embedder then warns once and uses torch, because a
+    default must never break a cache.
+    """
+    if not onnx_available():
+        return SentenceTransformerEmbedder()
+    from semcache.embedding_onnx import OnnxEmbedder
+
+    return OnnxEmbedder(quantize=True, fallback=SentenceTransformerEmbedder)
+
+
+def onnx_available() -> bool:
+    """True when the ONNX embedder can run here, export included; checked without importing.
+
+    Inference needs only onnxruntime and tokenizers, but the first use exports and quantizes,
+    which also needs onnx, torch and transformers.
+    """
+    import importlib.util
+
+    needed = ("onnxruntime", "onnx", "tokenizers", "torch", "transformers")
+    return all(importlib.util.find_spec(m) is not None for m in needed)
+
+
+def _bundled_on(runtime: str) -> Embedder:
+    """The bundled model on the runtime named; asked for by name, so a failure is an error."""
+    if runtime == "torch":
+        return SentenceTransformerEmbedder()
+    # Needs ``pip install semcache[onnx]``; without it the first embedding raises EmbedderError.
+    from semcache.embedding_onnx import OnnxEmbedder
+
+    return OnnxEmbedder(quantize=runtime == "onnx")

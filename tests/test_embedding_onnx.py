@@ -1,4 +1,5 @@
-"""The ONNX Runtime embedder: same vectors as torch, a cache of exported files that heals itself.
+"""The ONNX Runtime embedder: same vectors as torch, a cache of exported files that heals itself,
+safe to share between threads and across fork.
 
 The model is exported once for this module (into a temporary folder, about 8 s on 2 cores); the
 tests that damage or re-quantize files work on copies of that folder.
@@ -6,16 +7,21 @@ tests that damage or re-quantize files work on copies of that folder.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
+import multiprocessing
+import queue
 import shutil
 import subprocess
 import sys
 import textwrap
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,7 +31,7 @@ from semcache.embedding import DEFAULT_MODEL_NAME, SentenceTransformerEmbedder, 
 pytest.importorskip("onnxruntime", reason="the ONNX embedder needs onnxruntime (dev extra)")
 pytest.importorskip("onnx", reason="exporting the ONNX model needs onnx (dev extra)")
 
-from semcache import embedding_onnx
+from semcache import onnx_export
 from semcache.embedding_onnx import INT8_MIN_TOKENS, OnnxEmbedder, load_tokenizer
 from semcache.errors import EmbedderError
 
@@ -74,12 +80,39 @@ def onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("onnx")
 
 
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not record.name.startswith("semcache"):  # our own INFO line is meant to be seen
+            self.messages.append(f"{record.name}: {record.getMessage()}")
+
+
 @pytest.fixture(scope="module")
-def int8(onnx_dir: Path) -> OnnxEmbedder:
-    """Exports fp32 and int8 into ``onnx_dir`` (the slow part of this module)."""
+def exported(onnx_dir: Path) -> tuple[OnnxEmbedder, list[str]]:
+    """Exports fp32 and int8 into ``onnx_dir`` (the slow part of this module), noting every
+    warning and log record a user would have seen, in an application logging at INFO."""
     model = OnnxEmbedder(quantize=True, cache_dir=onnx_dir)
-    model.load()
-    return model
+    root, collect = logging.getLogger(), _Collect()
+    level = root.level
+    root.addHandler(collect)
+    root.setLevel(logging.INFO)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.load()
+    finally:
+        root.removeHandler(collect)
+        root.setLevel(level)
+    noise = [f"{w.category.__name__}: {w.message}" for w in caught] + collect.messages
+    return model, noise
+
+
+@pytest.fixture(scope="module")
+def int8(exported: tuple[OnnxEmbedder, list[str]]) -> OnnxEmbedder:
+    return exported[0]
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +134,13 @@ def _copy(folder: Path, target: Path, kinds: tuple[str, ...] = ("fp32", "int8"))
         for path in folder.glob(f"model-{kind}-*.onnx"):
             shutil.copyfile(path, target / folder.name / path.name)
     return target
+
+
+def test_first_use_is_quiet(exported: tuple[OnnxEmbedder, list[str]]) -> None:
+    # torch's exporter warns about its own deprecation, tracing and opsets; quantize_dynamic logs
+    # a line per tensor. None of it is actionable for a user on their first semantic lookup.
+    model, noise = exported
+    assert model.quantized and noise == []
 
 
 def test_same_name_and_dimension_as_torch(
@@ -241,7 +281,7 @@ def test_concurrent_loads_quantize_once(fp32: OnnxEmbedder, tmp_path: Path) -> N
 
 @pytest.fixture
 def impossible_bar(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(embedding_onnx, "MIN_AGREEMENT", 1.01)
+    monkeypatch.setattr(onnx_export, "MIN_AGREEMENT", 1.01)
     yield
 
 
@@ -282,3 +322,74 @@ def test_a_torch_written_cache_serves_onnx_lookups(
     with SemanticCache(db, embedder=int8) as cache:
         hit = cache.lookup([{"role": "user", "content": "How can I reset my password?"}], Answer)
         assert hit is not None and hit.tier == "semantic" and hit.value.text == "a"
+
+
+def _embed_and_let_go(box: list[OnnxEmbedder], texts: list[str], out: Any) -> None:
+    """In a forked child: embed, then drop the embedder, as a worker's exit would."""
+    vectors = box[0].embed(texts).tolist()
+    box.clear()  # the child's only reference: its sessions are destroyed now
+    gc.collect()
+    out.put(vectors)
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_a_forked_child_embeds_like_its_parent(
+    onnx_dir: Path, int8: OnnxEmbedder, threads: int
+) -> None:
+    """A pre-fork server loads the model, then forks workers that embed and exit.
+
+    With 4 threads, destroying the inherited session in the child crashed it (SIGSEGV): the child
+    must build its own sessions and leave the inherited ones alone.
+    """
+    box = [OnnxEmbedder(cache_dir=onnx_dir, threads=threads)]
+    parent = box[0].embed(TEXTS)
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    child = context.Process(target=_embed_and_let_go, args=(box, TEXTS, out))
+    child.start()
+    try:
+        for _ in range(240):  # up to 2 minutes, failing as soon as the child dies
+            try:
+                vectors = out.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if child.exitcode not in (None, 0):
+                    pytest.fail(f"the forked child died (exit code {child.exitcode})")
+        else:
+            pytest.fail("the forked child hung")
+    finally:
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    assert child.exitcode == 0
+    np.testing.assert_allclose(np.array(vectors, dtype=np.float32), parent, atol=1e-5)
+    np.testing.assert_array_equal(box[0].embed(TEXTS), parent)  # the parent's sessions still work
+
+
+def test_threads_share_one_embedder(onnx_dir: Path, int8: OnnxEmbedder) -> None:
+    serial = int8.embed(TEXTS)
+    singles = np.stack([int8.embed([text])[0] for text in TEXTS])
+    shared = OnnxEmbedder(cache_dir=onnx_dir)  # not loaded yet: the threads race to load it too
+    start = threading.Barrier(4)
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            start.wait()
+            if i % 2:
+                results[i] = np.stack([shared.embed([text])[0] for text in TEXTS])
+            else:
+                results[i] = shared.embed(TEXTS)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors and len(results) == 4
+    for i, vectors in results.items():
+        np.testing.assert_array_equal(vectors, singles if i % 2 else serial)
