@@ -12,11 +12,13 @@ is also written, with a description of the machine, to benchmarks/results/qualit
 Sets: data/pairs (its test split: whole template families neither the rules nor the learned stage
 saw) and, when the public sets are present in ../shared/data (or --shared), the test splits of
 STS-B (label_bin), SICK (paraphrase vs contradiction, and all pairs) and MRPC. They are read in
-place, never copied. Embeddings come from SentenceTransformerEmbedder (the bundled
-all-MiniLM-L6-v2 on torch), whatever the cache's default embedder is, so runs stay comparable; they
-are cached under the system temp folder, so a re-run takes seconds.
+place, never copied. Embeddings come from the cache's default embedder (the bundled
+all-MiniLM-L6-v2, on ONNX Runtime int8 when it is installed, else torch) or the one named with
+--embedder; when that is not torch, one more table compares the default settings on torch fp32, so
+a change of runtime that costs quality shows. Vectors are cached under the system temp folder, so a
+re-run takes seconds.
 
-    python benchmarks/quality.py [--threshold 0.9] [--shared DIR] [--no-write]
+    python benchmarks/quality.py [--threshold 0.9] [--embedder default|torch|onnx] [--no-write]
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from machine import describe
 
 from semcache import DEFAULT_THRESHOLD, tuning
-from semcache.embedding import SentenceTransformerEmbedder
+from semcache.embedding import Embedder, SentenceTransformerEmbedder, resolve_embedder
 from semcache.verifiers import LearnedVerifier, RuleVerifier, default_verifier
 from semcache.verifiers.text import analyze
 from semcache.verify import Chain, Verifier
@@ -112,9 +115,7 @@ def verifier_cost(verifier: Verifier, pairs: Sequence[tuning.LabeledPair]) -> tu
     return min(cold), min(warm)
 
 
-def demo_stream(
-    embedder: SentenceTransformerEmbedder, settings: dict[str, Verifier], cache_dir: str
-) -> list[str]:
+def demo_stream(embedder: Embedder, settings: dict[str, Verifier], cache_dir: str) -> list[str]:
     """The demo's requests (data/tickets.jsonl): each paraphrase or look-alike against its nearest
     earlier request, right when their answers are equal (the README's table)."""
     requests = [json.loads(line) for line in TICKETS.read_text(encoding="utf-8").splitlines()]
@@ -146,8 +147,44 @@ def demo_stream(
     return out
 
 
-def report(threshold: float, shared: Path | None, cache_dir: str) -> str:
-    embedder = SentenceTransformerEmbedder()
+def runtime(embedder: Embedder) -> str:
+    """Which runtime embeds: "onnx-int8", "onnx-fp32", "fallback" (ONNX failed: torch) or "torch"."""
+    return str(getattr(embedder, "backend", "torch"))
+
+
+def runtime_check(
+    sets: dict[str, Any],
+    scored: dict[tuple[str, str], list[tuning.ScoredPair]],
+    threshold: float,
+    embedder: Embedder,
+    rules: Verifier,
+    cache_dir: str,
+) -> list[str]:
+    """The default settings on this embedder against the same model on torch fp32: the runtime
+    must not cost quality."""
+    torch = SentenceTransformerEmbedder()
+    out = [
+        f"\n## The runtime: {runtime(embedder)} against torch fp32 (threshold {threshold:g} + rules)\n",
+        f"| set | P {runtime(embedder)} | R {runtime(embedder)} | P torch | R torch | "
+        "pairs whose verdict differs |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, pairs in sets.items():
+        mine = scored[(name, "rules")]
+        theirs = tuning.score_pairs(pairs, torch, rules, cache_dir=cache_dir)
+        a = tuning.operating_point(mine, threshold)
+        b = tuning.operating_point(theirs, threshold)
+        served_a = [x.similarity >= threshold and x.accepted for x in mine]
+        served_b = [x.similarity >= threshold and x.accepted for x in theirs]
+        differ = sum(x != y for x, y in zip(served_a, served_b, strict=True))
+        out.append(
+            f"| {name} | {pct(a.precision)} | {pct(a.recall)} | {pct(b.precision)} | "
+            f"{pct(b.recall)} | {differ} of {len(pairs)} |"
+        )
+    return out
+
+
+def report(threshold: float, shared: Path | None, cache_dir: str, embedder: Embedder) -> str:
     settings = verifiers()
     sets = labeled_sets(shared)
     scored = {
@@ -197,6 +234,9 @@ def report(threshold: float, shared: Path | None, cache_dir: str) -> str:
             cells.append(best(scored[(name, "rules")], r, False))
             cells += [best(scored[(name, v)], r, True) for v in vnames]
         say(f"| {name} | " + " | ".join(cells) + " |")
+
+    if runtime(embedder) != "torch":
+        out.extend(runtime_check(sets, scored, threshold, embedder, settings["rules"], cache_dir))
 
     say("\n## Targets (issue 3), measured on held-out splits\n")
     say(f"**At the default settings** (threshold {threshold:g}, the default verifier): what a user")
@@ -313,12 +353,19 @@ def main() -> None:
     parser.add_argument(
         "--cache-dir", default=os.path.join(tempfile.gettempdir(), "semcache-quality-embeddings")
     )
+    parser.add_argument(
+        "--embedder",
+        choices=("default", "torch", "onnx", "onnx-fp32"),
+        default="default",
+        help="default: what SemanticCache() uses (ONNX int8 when installed, else torch)",
+    )
     parser.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.name}")
     args = parser.parse_args()
     shared = shared_folder(args.shared)
     if shared is None:
         print("public sets not found (../shared/data or --shared): scoring data/pairs only\n")
-    body = report(args.threshold, shared, args.cache_dir)
+    embedder = resolve_embedder(None if args.embedder == "default" else args.embedder)
+    body = report(args.threshold, shared, args.cache_dir, embedder)
     print(body)
     if not args.no_write:
         today = datetime.date.today().isoformat()
@@ -326,9 +373,10 @@ def main() -> None:
         header = "\n".join(
             [
                 "# Quality benchmark\n",
-                f"`python benchmarks/quality.py`, {today}. Embeddings: SentenceTransformerEmbedder,",
-                "the bundled all-MiniLM-L6-v2 on torch (CPU), whatever the cache's default embedder.\n",
-                *describe(["torch", "sentence-transformers", "numpy"]),
+                f"`python benchmarks/quality.py --embedder {args.embedder}`, {today}. Embeddings: "
+                f"the bundled all-MiniLM-L6-v2 on {runtime(embedder)}"
+                f"{' (the default embedder)' if args.embedder == 'default' else ''}.\n",
+                *describe(["torch", "onnxruntime", "sentence-transformers", "numpy"]),
                 "",
                 "Every number except the demo stream's is on a held-out split: data/pairs `test`",
                 "(whole template families that neither the rules nor the learned stage saw) and",

@@ -41,7 +41,7 @@ from semcache.verify import Verifier
 
 logger = logging.getLogger("semcache")
 
-DEFAULT_THRESHOLD = 0.88
+DEFAULT_THRESHOLD = 0.87
 DEFAULT_NAMESPACE = "default"
 _DEFAULT_VERIFIER: Any = object()
 F = TypeVar("F", bound=Callable[..., Any])

@@ -164,7 +164,10 @@ def embed_texts(
     path = None
     if cache_dir is not None:
         digest = hashlib.sha256("\x00".join(unique).encode("utf-8")).hexdigest()[:16]
-        slug = re.sub(r"[^\w.-]+", "_", embedder.name)
+        # The name alone is not enough: torch and ONNX runtimes of one model share it, and their
+        # vectors differ slightly (cosine >= 0.995); a cache of one must not answer for the other.
+        runtime = str(getattr(embedder, "backend", type(embedder).__name__))
+        slug = re.sub(r"[^\w.-]+", "_", f"{embedder.name}-{runtime}")
         path = Path(cache_dir) / f"{slug}-{digest}.npz"
         if path.exists():
             with np.load(path) as stored:
