@@ -31,7 +31,7 @@ from semcache.events import (
     LookupEvent,
     MissEvent,
 )
-from semcache.index import VectorIndex
+from semcache.index import VECTOR_KINDS, VectorIndex, VectorKind
 from semcache.keys import TextFn, build_key
 from semcache.ledger import Ledger
 from semcache.models import CacheHit, CacheStats
@@ -60,7 +60,10 @@ class SemanticCache(Engine):
     ``fail_open=True`` turns a damaged file into a disabled cache (every call reaches the provider)
     instead of a ``StoreError`` on open. ``shadow_rate`` is the fraction of semantic hits the wrapped clients re-ask the provider in the
     background to measure precision; with ``shadow_target`` a scope confidently below that precision
-    gets a higher threshold.
+    gets a higher threshold. ``index_vectors`` ("float32", "fp16" or "sq8") is how the FAISS index
+    holds vectors in memory: compression saves memory on large scopes at a small cost in which
+    candidates are proposed, never in the similarity that decides (always from the float32 vector
+    in SQLite).
     """
 
     def __init__(
@@ -81,8 +84,12 @@ class SemanticCache(Engine):
         shadow_target: float | None = None,
         fail_open: bool = False,
         busy_timeout: float = 5.0,
+        index_vectors: VectorKind = "float32",
     ) -> None:
         self.threshold = check_threshold(threshold)
+        if index_vectors not in VECTOR_KINDS:
+            raise UsageError(f"index_vectors must be one of {', '.join(VECTOR_KINDS)}")
+        self.index_vectors: VectorKind = index_vectors
         if not isinstance(namespace, str) or not namespace:
             raise UsageError("namespace must be a non-empty string")
         self.namespace = namespace

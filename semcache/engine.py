@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from semcache import lifecycle
 from semcache.embedding import Embedder
 from semcache.events import EventBus, EvictEvent, StoreEvent, VetoEvent
-from semcache.index import VectorIndex
+from semcache.index import VectorIndex, VectorKind
 from semcache.keys import KeyedRequest
 from semcache.ledger import Ledger
 from semcache.models import CacheHit, StoredEntry, Tier
@@ -59,6 +59,7 @@ class Engine:
     """The internals of a ``SemanticCache``; its attributes are set by ``SemanticCache``."""
 
     threshold: float
+    index_vectors: VectorKind
     namespace: str
     ttl: float | None
     max_entries: int | None
@@ -289,6 +290,7 @@ class Engine:
                         dimension,
                         self._index_folder(),
                         self._store.settings().get("database_id", ""),
+                        vectors=self.index_vectors,
                     )
                 index = self._index
         if not index.has(scope):

@@ -15,17 +15,28 @@ scope is rebuilt once as an HNSW graph (M=32, efSearch=128), whose search cost g
 instead of n. HNSW cannot delete, so deleted ids become tombstones filtered from results, and the
 scope is rebuilt from the store when tombstones pass a tenth of it.
 
+Stored vectors (``vectors=``): ``"float32"`` whole; ``"fp16"`` halved (FAISS scalar quantizer,
+flat and HNSW); ``"sq8"`` one byte per dimension once the scope is an HNSW graph, its ranges trained
+on the scope's vectors at migration (fp16 while flat: too few vectors to train on). Compression
+only changes which candidates are proposed: the cache re-scores each against the float32 vector in
+SQLite, so the similarity that decides a hit is exact whatever is chosen.
+
 Persistence: a scope of at least ``PERSIST_AT`` vectors is saved (``save``) beside the database as
-one file ``<scope>.faiss``: a JSON header line (format, kind, dimension, count, watermark, size and
-CRC-32 of the rest) followed by the serialized FAISS index, written to a temporary file and renamed,
-so a reader sees a whole old file or a whole new one. ``load`` checks all of that and refuses a
-damaged file (the caller then rebuilds from SQLite, and the next save replaces it); a valid file is
-always safe to use because the store is caught up from its watermark and every search result is
+one file ``<scope>.faiss``: a JSON header line padded to ``_HEADER`` bytes (format, stage, vectors,
+dimension, database, count, watermark, size and CRC-32 of the rest), then the FAISS index,
+streamed to a temporary file, synced and renamed: a reader sees a whole old file or a whole new
+one. ``load`` reads through one descriptor twice, first to check size and CRC-32 in small chunks,
+then to let FAISS read the index into its own arrays: no copy of the whole file is held. A damaged,
+truncated, foreign or mismatched file is refused (the caller rebuilds from SQLite; the next save
+replaces it); a file of another format or ``vectors`` choice is left unused without a warning. A
+valid file is always safe: the store is caught up from its watermark and every search result is
 checked against the store.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -33,18 +44,25 @@ import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
+from semcache.errors import UsageError
+
 logger = logging.getLogger("semcache")
+
+VectorKind = Literal["float32", "fp16", "sq8"]
+VECTOR_KINDS: tuple[VectorKind, ...] = get_args(VectorKind)
 
 HNSW_AT = 20_000
 PERSIST_AT = 5_000
 HNSW_M = 32
 HNSW_EF_SEARCH = 128
 HNSW_EF_CONSTRUCTION = 64
-_FORMAT = 1
+_FORMAT = 2  # 2: "vectors" in the header, header padded to _HEADER bytes
+_HEADER = 1024  # the header line's width, newline included: written first, filled in last
+_CHUNK = 4 << 20  # bytes per read or write while streaming a saved file
 
 
 @dataclass
@@ -59,7 +77,16 @@ class _Scope:
 class VectorIndex:
     """Per-scope FAISS indexes with a high-water mark each, for catching up from the store."""
 
-    def __init__(self, dimension: int, folder: Path | None = None, owner: str = "") -> None:
+    def __init__(
+        self,
+        dimension: int,
+        folder: Path | None = None,
+        owner: str = "",
+        *,
+        vectors: VectorKind = "float32",
+    ) -> None:
+        if vectors not in VECTOR_KINDS:
+            raise UsageError(f"vectors must be one of {', '.join(VECTOR_KINDS)}; got {vectors!r}")
         import faiss  # imported here: only semantic lookups need it
 
         # One query at a time is searched: OpenMP threads cost more than they save there
@@ -69,6 +96,7 @@ class VectorIndex:
         self._search_threads = int(os.environ.get("SEMCACHE_FAISS_THREADS", "1"))
         self._faiss: Any = faiss
         self.dimension = dimension
+        self.vectors: VectorKind = vectors
         self.folder = folder
         self.owner = owner  # the database's id: a file saved for another database is refused
         self._scopes: dict[str, _Scope] = {}
@@ -95,19 +123,25 @@ class VectorIndex:
             state = self._scopes.get(scope)
             if state is None:
                 state = self._scopes[scope] = _Scope(self._new_flat(), "flat")
-            fresh = (
-                ids > state.watermark
-            )  # a row read twice (two threads catching up) is added once
+            # A row read twice (two threads catching up) is added once.
+            fresh = ids > state.watermark
             if not fresh.any():
                 return
-            state.index.add_with_ids(vectors[fresh], ids[fresh])
-            state.watermark = int(ids[fresh].max())
-            state.unsaved += int(fresh.sum())
-            if state.kind == "flat" and state.index.ntotal >= HNSW_AT:
-                self._to_hnsw(scope, state)
+            if not fresh.all():
+                ids, vectors = ids[fresh], vectors[fresh]
+            if state.kind == "flat" and state.index.ntotal + len(ids) >= HNSW_AT:
+                self._to_hnsw(state, ids, vectors)  # straight in: no flat copy of a big batch
+            else:
+                state.index.add_with_ids(vectors, ids)
+            state.watermark = int(ids.max())
+            state.unsaved += len(ids)
 
     def search(self, scope: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """The ``k`` nearest entries of ``scope`` as ``(entry id, cosine similarity)``, best first."""
+        """The ``k`` nearest entries of ``scope`` as ``(entry id, cosine similarity)``, best first.
+
+        With compressed vectors the order and the similarities are approximate (to about 1e-3
+        for fp16, 1e-2 for sq8): callers that decide on the similarity re-score from the store.
+        """
         with self._lock:
             state = self._scopes.get(scope)
             if state is None or state.index.ntotal == 0:
@@ -157,6 +191,7 @@ class VectorIndex:
             return sum(int(s.index.ntotal) for s in self._scopes.values())
 
     def kind(self, scope: str) -> str | None:
+        """``"flat"`` or ``"hnsw"``; None for a scope not held."""
         with self._lock:
             state = self._scopes.get(scope)
             return state.kind if state else None
@@ -185,88 +220,202 @@ class VectorIndex:
                     self._write(scope, state)
                     state.unsaved = 0
                     written += 1
-                except OSError as exc:
+                except (OSError, RuntimeError, ValueError) as exc:  # RuntimeError: from FAISS
                     logger.warning("semcache: could not save the index of a scope: %s", exc)
         return written
 
     def load(self, scope: str) -> bool:
-        """Load ``scope`` from its saved file when it is intact; False (and one warning when the
-        file exists but is damaged) otherwise."""
+        """Load ``scope`` from its saved file when it is intact and made with this index's
+        settings; False otherwise (with one warning per scope when the file is damaged)."""
         if self.folder is None or self.has(scope):
             return False
-        path = self.folder / f"{scope}.faiss"
-        if not path.exists():
-            return False
         try:
-            raw = path.read_bytes()
-            head, _, data = raw.partition(b"\n")
-            meta = json.loads(head)
-            if (
-                meta.get("format") != _FORMAT
-                or meta.get("dimension") != self.dimension
-                or meta.get("owner") != self.owner
-                or meta.get("bytes") != len(data)
-                or meta.get("crc32") != zlib.crc32(data)
-            ):
-                raise ValueError("size, checksum, format, database or dimension do not match")
-            index = self._faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-            ids = self._faiss.vector_to_array(index.id_map)
-            watermark = int(meta["watermark"])
-            if index.ntotal != meta["count"] or index.d != self.dimension:
-                raise ValueError("vector count or dimension do not match")
-            if len(ids) and (int(ids.max()) > watermark or int(ids.min()) < 1):
-                raise ValueError("vector ids out of range")
-            if meta["kind"] == "hnsw":
-                self._faiss.downcast_index(index.index).hnsw.efSearch = HNSW_EF_SEARCH
-        except Exception as exc:  # any damage means: rebuild from the store
-            if scope not in self._reported:
-                self._reported.add(scope)
-                logger.warning(
-                    "semcache: saved index of scope %s is damaged (%s); rebuilt from the store",
-                    scope[:12], exc,
-                )  # fmt: skip
+            handle = open(self.folder / f"{scope}.faiss", "rb", buffering=0)  # noqa: SIM115
+        except FileNotFoundError:
             return False
+        except OSError as exc:
+            self._refused(scope, f"cannot be read ({exc})")
+            return False
+        with handle:
+            try:
+                meta, start = _read_header(handle)
+                stale = self._stale(meta)
+                if stale:
+                    self._refused(scope, stale, damaged=False)
+                    return False
+                index, watermark = self._read(handle, meta, start)
+            except Exception as exc:  # any damage means: rebuild from the store
+                self._refused(scope, f"is damaged ({exc})")
+                return False
         with self._lock:
             self._scopes.setdefault(scope, _Scope(index, str(meta["kind"]), watermark))
         return True
 
+    def _stale(self, meta: dict[str, Any]) -> str:
+        """Why a well-formed file was made with other settings ("" when it was not)."""
+        if meta.get("format") != _FORMAT:
+            return f"has format {meta.get('format')!r}, not {_FORMAT}"
+        if meta.get("vectors") != self.vectors:
+            return f"holds vectors={meta.get('vectors')!r}, not {self.vectors!r}"
+        return ""
+
+    def _read(self, handle: io.FileIO, meta: dict[str, Any], start: int) -> tuple[Any, int]:
+        """Check a file's header against this index and the bytes against their size and CRC-32,
+        then let FAISS read the index from the same descriptor; ValueError on any mismatch."""
+        faiss = self._faiss
+        size = meta.get("bytes")
+        if meta.get("dimension") != self.dimension or meta.get("owner") != self.owner:
+            raise ValueError("saved for another database or dimension")
+        if not isinstance(size, int) or os.fstat(handle.fileno()).st_size != start + size:
+            raise ValueError("file size does not match its header")
+        # The checksum comes first: FAISS trusts the sizes it reads, so a flipped bit in one
+        # could make it allocate gigabytes before anything else noticed.
+        if _crc32(handle, start, size) != meta.get("crc32"):
+            raise ValueError("checksum does not match")
+        handle.seek(start)
+        index = faiss.read_index(faiss.PyCallbackIOReader(handle.read, _CHUNK))
+        if handle.tell() != start + size:
+            raise ValueError("the index ends before the file does")
+        watermark = meta.get("watermark")
+        if not isinstance(watermark, int) or not isinstance(index, faiss.IndexIDMap2):
+            raise ValueError("not an index of entry ids")
+        if self._layout(index) != (meta.get("kind"), self._storage(meta.get("kind"))):
+            raise ValueError(f"holds a {'/'.join(self._layout(index))} index, not its header's")
+        if index.ntotal != meta.get("count") or index.d != self.dimension:
+            raise ValueError("vector count or dimension do not match")
+        ids = faiss.vector_to_array(index.id_map)
+        if len(ids) and (int(ids.max()) > watermark or int(ids.min()) < 1):
+            raise ValueError("vector ids out of range")
+        if meta["kind"] == "hnsw":
+            faiss.downcast_index(index.index).hnsw.efSearch = HNSW_EF_SEARCH
+        return index, watermark
+
+    def _refused(self, scope: str, why: str, damaged: bool = True) -> None:
+        if scope in self._reported:
+            return
+        self._reported.add(scope)
+        logger.log(
+            logging.WARNING if damaged else logging.INFO,
+            "semcache: saved index of scope %s %s; rebuilt from the store", scope[:12], why,
+        )  # fmt: skip
+
     # -- internals ----------------------------------------------------------------------------
 
-    def _new_flat(self) -> Any:
-        return self._faiss.IndexIDMap2(self._faiss.IndexFlatIP(self.dimension))
+    def _storage(self, kind: Any) -> str:
+        """How vectors are held at a stage: sq8 waits for HNSW to have data to train on."""
+        return "fp16" if kind == "flat" and self.vectors == "sq8" else self.vectors
 
-    def _to_hnsw(self, scope: str, state: _Scope) -> None:
-        """Rebuild a grown flat scope as an HNSW graph (under the lock, once per scope)."""
+    def _new_flat(self) -> Any:
+        faiss = self._faiss
+        if self._storage("flat") == "float32":
+            return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dimension))
+        quantizer = faiss.ScalarQuantizer.QT_fp16
+        inner = faiss.IndexScalarQuantizer(self.dimension, quantizer, faiss.METRIC_INNER_PRODUCT)
+        return faiss.IndexIDMap2(inner)
+
+    def _to_hnsw(self, state: _Scope, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Rebuild a flat scope that reaches ``HNSW_AT`` with ``vectors`` as an HNSW graph (under
+        the lock, once per scope)."""
         faiss = self._faiss
         n = state.index.ntotal
-        vectors = state.index.index.reconstruct_n(0, n)
-        ids = faiss.vector_to_array(state.index.id_map).astype(np.int64)
-        graph = faiss.IndexHNSWFlat(self.dimension, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        if n:
+            old = state.index.index.reconstruct_n(0, n)  # decoded: fp16 loses ~1e-3, no more
+            vectors = np.concatenate([old, vectors])
+            ids = np.concatenate([faiss.vector_to_array(state.index.id_map), ids])
+        metric = faiss.METRIC_INNER_PRODUCT
+        if self.vectors == "float32":
+            graph = faiss.IndexHNSWFlat(self.dimension, HNSW_M, metric)
+        else:
+            quantizer = getattr(faiss.ScalarQuantizer, _QUANTIZERS[self.vectors])
+            graph = faiss.IndexHNSWSQ(self.dimension, quantizer, HNSW_M, metric)
+            graph.train(vectors)  # sq8: each dimension's range; fp16: nothing to learn
         graph.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         graph.hnsw.efSearch = HNSW_EF_SEARCH
         index = faiss.IndexIDMap2(graph)
         index.add_with_ids(vectors, ids)
         state.index, state.kind, state.unsaved = index, "hnsw", n
 
+    def _layout(self, index: Any) -> tuple[str, str]:
+        """``(stage, storage)`` of an ``IndexIDMap2``, e.g. ``("hnsw", "sq8")``; "?" for parts
+        this module never builds."""
+        faiss = self._faiss
+        inner = faiss.downcast_index(index.index)
+        if inner.metric_type != faiss.METRIC_INNER_PRODUCT:
+            return "?", "?"
+        stage, storage = "flat", inner
+        if isinstance(inner, faiss.IndexHNSW):
+            stage, storage = "hnsw", faiss.downcast_index(inner.storage)
+        if isinstance(storage, faiss.IndexFlat):
+            return stage, "float32"
+        if isinstance(storage, faiss.IndexScalarQuantizer):
+            for name, quantizer in _QUANTIZERS.items():
+                if storage.sq.qtype == getattr(faiss.ScalarQuantizer, quantizer):
+                    return stage, name
+        return stage, "?"
+
     def _write(self, scope: str, state: _Scope) -> None:
+        """Stream the index to a temporary file behind a blank header, fill the header in, sync,
+        rename. Nothing the size of the index is held in memory on the way."""
         assert self.folder is not None
+        faiss = self._faiss
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        data = self._faiss.serialize_index(state.index).tobytes()
-        meta = {
-            "format": _FORMAT,
-            "kind": state.kind,
-            "dimension": self.dimension,
-            "owner": self.owner,
-            "count": int(state.index.ntotal),
-            "watermark": state.watermark,
-            "bytes": len(data),
-            "crc32": zlib.crc32(data),
-        }
         target = self.folder / f"{scope}.faiss"
         tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(json.dumps(meta).encode() + b"\n")
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        crc, size = 0, 0
+
+        def write(chunk: bytes) -> int:
+            nonlocal crc, size
+            crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+            return handle.write(chunk)
+
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(b" " * (_HEADER - 1) + b"\n")
+                faiss.write_index(state.index, faiss.PyCallbackIOWriter(write, _CHUNK))
+                meta = {
+                    "format": _FORMAT, "kind": state.kind, "vectors": self.vectors,
+                    "dimension": self.dimension, "owner": self.owner,
+                    "count": int(state.index.ntotal), "watermark": state.watermark,
+                    "bytes": size, "crc32": crc,
+                }  # fmt: skip
+                head = json.dumps(meta).encode()
+                if len(head) >= _HEADER:
+                    raise ValueError("index header too long")
+                handle.seek(0)
+                handle.write(head.ljust(_HEADER - 1) + b"\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+
+
+_QUANTIZERS = {"fp16": "QT_fp16", "sq8": "QT_8bit"}  # FAISS ScalarQuantizer types
+
+
+def _read_header(handle: io.FileIO) -> tuple[dict[str, Any], int]:
+    """The header line of a saved file as a dict, and where the index starts."""
+    head = handle.read(_HEADER)
+    end = head.find(b"\n")
+    if end < 0:
+        raise ValueError("no header line")
+    meta = json.loads(head[:end])
+    if not isinstance(meta, dict):
+        raise ValueError("the header is not a JSON object")
+    return meta, end + 1
+
+
+def _crc32(handle: io.FileIO, start: int, size: int) -> int:
+    """CRC-32 of ``size`` bytes from ``start``, read in chunks into one reused buffer."""
+    handle.seek(start)
+    buffer = memoryview(bytearray(min(size, _CHUNK)))
+    crc = 0
+    while size > 0:
+        got = handle.readinto(buffer[: min(size, len(buffer))])
+        if not got:
+            raise ValueError("file shorter than its header says")
+        crc = zlib.crc32(buffer[:got], crc)
+        size -= got
+    return crc

@@ -280,7 +280,9 @@ def test_a_file_from_an_earlier_version_is_migrated(db_path: Path, embedder: Any
     with SemanticCache(db_path, embedder=embedder) as cache:
         cache.store(user("Where is my parcel?"), Answer, Answer(text="a"))
     conn = sqlite3.connect(db_path)
-    conn.execute("DROP VIEW entries_overview")  # views name the column; drop them first
+    conn.execute("DROP VIEW entries_overview")  # views and indexes name the column: drop them
+    conn.execute("DROP INDEX entries_expiry")
+    conn.execute("DROP INDEX entries_recency")
     conn.execute("ALTER TABLE entries DROP COLUMN expires_at")  # as written before TTLs existed
     conn.commit()
     conn.close()
@@ -288,3 +290,41 @@ def test_a_file_from_an_earlier_version_is_migrated(db_path: Path, embedder: Any
         hit = cache.lookup(user("Where is my parcel?"), Answer)
         assert hit is not None and hit.value.text == "a"
         assert cache.store(user("Cancel my order"), Answer, Answer(text="c"), ttl=60) is not None
+        indexes = {r[1] for r in cache.db.connection().execute("PRAGMA index_list(entries)")}
+        assert {"entries_expiry", "entries_recency"} <= indexes
+
+
+def test_expiry_sweep_and_size_bound_use_their_indexes(cache: SemanticCache) -> None:
+    """At 1M entries a full scan costs 1.6 s inside whichever lookup runs maintenance."""
+    from semcache.store import EXPIRED, RECENCY
+
+    conn = cache.db.connection()
+
+    def plan(sql: str, *params: Any) -> str:
+        return " ".join(str(r[-1]) for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+
+    sweep = plan(f"SELECT id, scope FROM entries WHERE {EXPIRED}", 0.0)
+    assert "USING INDEX entries_expiry" in sweep, sweep
+    oldest = plan(f"SELECT id, scope FROM entries ORDER BY {RECENCY} LIMIT ?", 10)
+    assert "entries_recency" in oldest and "TEMP B-TREE" not in oldest, oldest
+
+
+@pytest.mark.parametrize("kind", ["fp16", "sq8"])
+def test_compressed_index_vectors_serve_the_same_hits(
+    db_path: Path, embedder: Any, kind: str
+) -> None:
+    with SemanticCache(db_path, threshold=0.85, embedder=embedder, index_vectors=kind) as cache:  # type: ignore[arg-type]
+        cache.store(user("How do I reset my password?"), Answer, Answer(text="reset"))
+        cache.store(user("Where is my parcel?"), Answer, Answer(text="parcel"))
+        hit = cache.lookup(user("How can I reset my password?"), Answer)
+        assert hit is not None and hit.tier == "semantic" and hit.value.text == "reset"
+        # The deciding similarity is the exact float32 one from SQLite, not the compressed one.
+        vector = embedder.embed(["How can I reset my password?"])[0]
+        stored = embedder.embed(["How do I reset my password?"])[0]
+        assert hit.similarity == pytest.approx(float(vector @ stored), abs=1e-5)
+        assert cache._index is not None and cache._index.vectors == kind
+
+
+def test_unknown_index_vectors_are_refused(db_path: Path, embedder: Any) -> None:
+    with pytest.raises(UsageError, match="index_vectors"):
+        SemanticCache(db_path, embedder=embedder, index_vectors="int4")  # type: ignore[arg-type]
