@@ -30,10 +30,13 @@ import sqlite_utils
 from semcache.bookkeeping import Bookkeeping
 from semcache.errors import ConfigMismatchError, LockTimeoutError, StoreError
 from semcache.models import StoredEntry
-from semcache.schema import ADDED_COLUMNS, FORMAT_VERSION, SCHEMA, VIEWS
+from semcache.schema import ADDED_COLUMNS, ADDED_INDEXES, FORMAT_VERSION, SCHEMA, VIEWS
 
 _ENTRY_COLUMNS = "id, exact_key, scope, prompt, response_json, raw_json, total_tokens"
 _CANDIDATE_COLUMNS = _ENTRY_COLUMNS + ", embedding"
+# The expiry sweep's condition and the size bound's order; each has its index (schema.py).
+EXPIRED = "expires_at IS NOT NULL AND expires_at <= ?"
+RECENCY = "coalesce(last_hit_at, created_at), id"
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,9 @@ class Store(Bookkeeping):
         for column, kind in ADDED_COLUMNS:
             if column not in have:
                 conn.execute(f"ALTER TABLE entries ADD COLUMN {column} {kind}")
+        # Created here, after the columns they cover exist (a file from an earlier version).
+        for statement in ADDED_INDEXES:
+            conn.execute(statement)
 
     def _ensure_views(self) -> None:
         """Read-only views for ``sqlite3`` and Datasette users (times as UTC datetimes)."""
@@ -277,13 +283,8 @@ class Store(Bookkeeping):
     def evict_expired(self, now: float) -> list[tuple[int, str]]:
         """Delete expired entries; returns their ``(id, scope)``."""
         with self.transaction() as conn:
-            gone = conn.execute(
-                "SELECT id, scope FROM entries WHERE expires_at IS NOT NULL AND expires_at <= ?",
-                (now,),
-            ).fetchall()
-            conn.execute(
-                "DELETE FROM entries WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
-            )
+            gone = conn.execute(f"SELECT id, scope FROM entries WHERE {EXPIRED}", (now,)).fetchall()
+            conn.execute(f"DELETE FROM entries WHERE {EXPIRED}", (now,))
         return [(int(i), str(s)) for i, s in gone]
 
     def evict_lru(self, max_entries: int) -> list[tuple[int, str]]:
@@ -296,8 +297,7 @@ class Store(Bookkeeping):
             if excess <= 0:
                 return []
             gone = conn.execute(
-                "SELECT id, scope FROM entries ORDER BY coalesce(last_hit_at, created_at), id "
-                "LIMIT ?",
+                f"SELECT id, scope FROM entries ORDER BY {RECENCY} LIMIT ?",
                 (excess,),
             ).fetchall()
             conn.executemany("DELETE FROM entries WHERE id = ?", [(i,) for i, _ in gone])
