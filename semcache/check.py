@@ -8,13 +8,16 @@ All repairs run in one ``store.transaction()``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from semcache import index_file
 from semcache.schema import FORMAT_VERSION
 from semcache.store import Store
 
@@ -119,6 +122,7 @@ def check(store: Store, fix: bool = False) -> CheckReport:
             repairs += [(repair.format(_marks(chunk)), chunk) for chunk in _chunks(ids)]
     if dimension is not None:
         findings.append(_index_finding(store, dimension, sizes[dimension * 4]))
+        findings.append(_saved_index_finding(store, dimension, fix))
     if fix and repairs:
         with store.transaction() as conn:
             for statement, params in repairs:
@@ -155,6 +159,41 @@ def _index_finding(store: Store, dimension: int, expected: int) -> Finding:
         index.add(scope, *store.vectors_since(scope, 0, dimension))
     detail = f"{len(all_scopes)} scopes rebuilt from SQLite, {index.size()} vectors"
     return Finding("index", index.size() == expected, detail)
+
+
+def _saved_index_finding(store: Store, dimension: int, fix: bool) -> Finding:
+    """Read every saved index file (``<file>.index/``) as a cache would load it. An unusable one
+    (damaged, foreign, of an older format, or for a scope with no entries) costs only a rebuild
+    from SQLite on first use; with ``fix`` it is deleted so that no process tries it again."""
+    from semcache.index import PERSIST_AT, VECTOR_KINDS, VectorIndex
+
+    folder = None if store.path is None else index_file.folder_for(store.path)
+    files = sorted(folder.glob("*.faiss")) if folder is not None and folder.is_dir() else []
+    if folder is None or not files:
+        none = f"none (scopes under {PERSIST_AT:,} vectors are not saved)"
+        return Finding("saved indexes", True, none)
+    owner = store.settings().get("database_id", "")
+    scopes = {r[0] for r in store.connection().execute("SELECT DISTINCT scope FROM entries")}
+    unusable: list[tuple[Path, str]] = []
+    for path in files:
+        kind = (index_file.peek(path) or {}).get("vectors")
+        index = VectorIndex(
+            dimension, folder, owner, vectors=kind if kind in VECTOR_KINDS else "float32"
+        )
+        why = index.inspect(path.stem)
+        if not why and path.stem not in scopes:
+            why = "is for a scope with no entries"
+        if why:
+            unusable.append((path, why))
+    fixed = 0
+    if fix:
+        for path, _ in unusable:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            fixed += 1
+    detail = f"{len(files)} checked, {len(unusable)} unusable (rebuilt from SQLite on use)"
+    detail += "".join(f"; {p.stem[:12]}: {why}" for p, why in unusable[:5])
+    return Finding("saved indexes", not unusable, detail, fixed)
 
 
 def _ids_where(conn: Any, condition: str) -> list[int]:

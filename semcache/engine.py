@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from semcache import lifecycle
+from semcache import index_file, lifecycle
 from semcache.embedding import Embedder
 from semcache.events import EventBus, EvictEvent, StoreEvent, VetoEvent
 from semcache.index import VectorIndex, VectorKind
@@ -258,7 +258,7 @@ class Engine:
     def _index_folder(self) -> Path | None:
         """Where large scopes' indexes are saved: ``<database file>.index/`` (none in memory)."""
         path = self._store.path
-        return None if path is None else path.with_name(path.name + ".index")
+        return None if path is None else index_file.folder_for(path)
 
     def _embeddable(self, plan: Plan) -> bool:
         """Whether the request may use the semantic tier: it has a text the model reads whole.

@@ -22,32 +22,27 @@ only changes which candidates are proposed: the cache re-scores each against the
 SQLite, so the similarity that decides a hit is exact whatever is chosen.
 
 Persistence: a scope of at least ``PERSIST_AT`` vectors is saved (``save``) beside the database as
-one file ``<scope>.faiss``: a JSON header line padded to ``_HEADER`` bytes (format, stage, vectors,
-dimension, database, count, watermark, size and CRC-32 of the rest), then the FAISS index,
-streamed to a temporary file, synced and renamed: a reader sees a whole old file or a whole new
-one. ``load`` reads through one descriptor twice, first to check size and CRC-32 in small chunks,
-then to let FAISS read the index into its own arrays: no copy of the whole file is held. A damaged,
-truncated, foreign or mismatched file is refused (the caller rebuilds from SQLite; the next save
-replaces it); a file of another format or ``vectors`` choice is left unused without a warning. A
-valid file is always safe: the store is caught up from its watermark and every search result is
-checked against the store.
+one file ``<scope>.faiss`` (format in ``semcache.index_file``: a checked header, written
+atomically, read without a copy of the whole file). ``load`` refuses a damaged, truncated,
+foreign or mismatched file (the caller rebuilds from SQLite; the next save replaces it); a file
+of another format or ``vectors`` choice is left unused without a warning. A valid file is always
+safe: the store is caught up from its watermark and every search result is checked against the
+store.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
-import json
 import logging
 import os
 import threading
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
 
+from semcache import index_file
 from semcache.errors import UsageError
 
 logger = logging.getLogger("semcache")
@@ -60,9 +55,6 @@ PERSIST_AT = 5_000
 HNSW_M = 32
 HNSW_EF_SEARCH = 128
 HNSW_EF_CONSTRUCTION = 64
-_FORMAT = 2  # 2: "vectors" in the header, header padded to _HEADER bytes
-_HEADER = 1024  # the header line's width, newline included: written first, filled in last
-_CHUNK = 4 << 20  # bytes per read or write while streaming a saved file
 
 
 @dataclass
@@ -72,6 +64,15 @@ class _Scope:
     watermark: int = 0
     tombstones: set[int] = field(default_factory=set)
     unsaved: int = 0  # vectors added since the last save (or load)
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """Why a saved file is not used ("" when there is none); damage is warned about, a file made
+    with other settings only noted."""
+
+    why: str
+    damaged: bool = True
 
 
 class VectorIndex:
@@ -229,32 +230,50 @@ class VectorIndex:
         settings; False otherwise (with one warning per scope when the file is damaged)."""
         if self.folder is None or self.has(scope):
             return False
+        found = self._from_file(scope)
+        if isinstance(found, _Refusal):
+            if found.why:
+                self._refused(scope, found.why, found.damaged)
+            return False
+        index, kind, watermark = found
+        with self._lock:
+            self._scopes.setdefault(scope, _Scope(index, kind, watermark))
+        return True
+
+    def inspect(self, scope: str) -> str:
+        """Why ``scope``'s saved file would not be loaded ("" when it would): the whole file is
+        read and checked as ``load`` does, and nothing is kept. For ``semcache check``."""
+        if self.folder is None:
+            return "no index folder"
+        found = self._from_file(scope)
+        if isinstance(found, _Refusal):
+            return found.why or "no saved file"
+        return ""
+
+    def _from_file(self, scope: str) -> tuple[Any, str, int] | _Refusal:
+        """The saved index of ``scope`` with its stage and watermark, or why not."""
+        assert self.folder is not None
         try:
             handle = open(self.folder / f"{scope}.faiss", "rb", buffering=0)  # noqa: SIM115
         except FileNotFoundError:
-            return False
+            return _Refusal("", damaged=False)
         except OSError as exc:
-            self._refused(scope, f"cannot be read ({exc})")
-            return False
+            return _Refusal(f"cannot be read ({exc})")
         with handle:
             try:
-                meta, start = _read_header(handle)
+                meta, start = index_file.read_header(handle)
                 stale = self._stale(meta)
                 if stale:
-                    self._refused(scope, stale, damaged=False)
-                    return False
+                    return _Refusal(stale, damaged=False)
                 index, watermark = self._read(handle, meta, start)
             except Exception as exc:  # any damage means: rebuild from the store
-                self._refused(scope, f"is damaged ({exc})")
-                return False
-        with self._lock:
-            self._scopes.setdefault(scope, _Scope(index, str(meta["kind"]), watermark))
-        return True
+                return _Refusal(f"is damaged ({exc})")
+        return index, str(meta["kind"]), watermark
 
     def _stale(self, meta: dict[str, Any]) -> str:
         """Why a well-formed file was made with other settings ("" when it was not)."""
-        if meta.get("format") != _FORMAT:
-            return f"has format {meta.get('format')!r}, not {_FORMAT}"
+        if meta.get("format") != index_file.FORMAT:
+            return f"has format {meta.get('format')!r}, not {index_file.FORMAT}"
         if meta.get("vectors") != self.vectors:
             return f"holds vectors={meta.get('vectors')!r}, not {self.vectors!r}"
         return ""
@@ -263,24 +282,16 @@ class VectorIndex:
         """Check a file's header against this index and the bytes against their size and CRC-32,
         then let FAISS read the index from the same descriptor; ValueError on any mismatch."""
         faiss = self._faiss
-        size = meta.get("bytes")
         if meta.get("dimension") != self.dimension or meta.get("owner") != self.owner:
             raise ValueError("saved for another database or dimension")
-        if not isinstance(size, int) or os.fstat(handle.fileno()).st_size != start + size:
-            raise ValueError("file size does not match its header")
-        # The checksum comes first: FAISS trusts the sizes it reads, so a flipped bit in one
-        # could make it allocate gigabytes before anything else noticed.
-        if _crc32(handle, start, size) != meta.get("crc32"):
-            raise ValueError("checksum does not match")
-        handle.seek(start)
-        index = faiss.read_index(faiss.PyCallbackIOReader(handle.read, _CHUNK))
-        if handle.tell() != start + size:
-            raise ValueError("the index ends before the file does")
+        index = index_file.read_index(faiss, handle, meta, start)
         watermark = meta.get("watermark")
         if not isinstance(watermark, int) or not isinstance(index, faiss.IndexIDMap2):
             raise ValueError("not an index of entry ids")
-        if self._layout(index) != (meta.get("kind"), self._storage(meta.get("kind"))):
-            raise ValueError(f"holds a {'/'.join(self._layout(index))} index, not its header's")
+        if index_file.layout(faiss, index) != (meta.get("kind"), self._storage(meta.get("kind"))):
+            raise ValueError(
+                f"holds a {'/'.join(index_file.layout(faiss, index))} index, not its header's"
+            )
         if index.ntotal != meta.get("count") or index.d != self.dimension:
             raise ValueError("vector count or dimension do not match")
         ids = faiss.vector_to_array(index.id_map)
@@ -326,7 +337,7 @@ class VectorIndex:
         if self.vectors == "float32":
             graph = faiss.IndexHNSWFlat(self.dimension, HNSW_M, metric)
         else:
-            quantizer = getattr(faiss.ScalarQuantizer, _QUANTIZERS[self.vectors])
+            quantizer = getattr(faiss.ScalarQuantizer, index_file.QUANTIZERS[self.vectors])
             graph = faiss.IndexHNSWSQ(self.dimension, quantizer, HNSW_M, metric)
             graph.train(vectors)  # sq8: each dimension's range; fp16: nothing to learn
         graph.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
@@ -335,87 +346,11 @@ class VectorIndex:
         index.add_with_ids(vectors, ids)
         state.index, state.kind, state.unsaved = index, "hnsw", n
 
-    def _layout(self, index: Any) -> tuple[str, str]:
-        """``(stage, storage)`` of an ``IndexIDMap2``, e.g. ``("hnsw", "sq8")``; "?" for parts
-        this module never builds."""
-        faiss = self._faiss
-        inner = faiss.downcast_index(index.index)
-        if inner.metric_type != faiss.METRIC_INNER_PRODUCT:
-            return "?", "?"
-        stage, storage = "flat", inner
-        if isinstance(inner, faiss.IndexHNSW):
-            stage, storage = "hnsw", faiss.downcast_index(inner.storage)
-        if isinstance(storage, faiss.IndexFlat):
-            return stage, "float32"
-        if isinstance(storage, faiss.IndexScalarQuantizer):
-            for name, quantizer in _QUANTIZERS.items():
-                if storage.sq.qtype == getattr(faiss.ScalarQuantizer, quantizer):
-                    return stage, name
-        return stage, "?"
-
     def _write(self, scope: str, state: _Scope) -> None:
-        """Stream the index to a temporary file behind a blank header, fill the header in, sync,
-        rename. Nothing the size of the index is held in memory on the way."""
         assert self.folder is not None
-        faiss = self._faiss
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        target = self.folder / f"{scope}.faiss"
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        crc, size = 0, 0
-
-        def write(chunk: bytes) -> int:
-            nonlocal crc, size
-            crc, size = zlib.crc32(chunk, crc), size + len(chunk)
-            return handle.write(chunk)
-
-        try:
-            with open(tmp, "wb") as handle:
-                handle.write(b" " * (_HEADER - 1) + b"\n")
-                faiss.write_index(state.index, faiss.PyCallbackIOWriter(write, _CHUNK))
-                meta = {
-                    "format": _FORMAT, "kind": state.kind, "vectors": self.vectors,
-                    "dimension": self.dimension, "owner": self.owner,
-                    "count": int(state.index.ntotal), "watermark": state.watermark,
-                    "bytes": size, "crc32": crc,
-                }  # fmt: skip
-                head = json.dumps(meta).encode()
-                if len(head) >= _HEADER:
-                    raise ValueError("index header too long")
-                handle.seek(0)
-                handle.write(head.ljust(_HEADER - 1) + b"\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-
-
-_QUANTIZERS = {"fp16": "QT_fp16", "sq8": "QT_8bit"}  # FAISS ScalarQuantizer types
-
-
-def _read_header(handle: io.FileIO) -> tuple[dict[str, Any], int]:
-    """The header line of a saved file as a dict, and where the index starts."""
-    head = handle.read(_HEADER)
-    end = head.find(b"\n")
-    if end < 0:
-        raise ValueError("no header line")
-    meta = json.loads(head[:end])
-    if not isinstance(meta, dict):
-        raise ValueError("the header is not a JSON object")
-    return meta, end + 1
-
-
-def _crc32(handle: io.FileIO, start: int, size: int) -> int:
-    """CRC-32 of ``size`` bytes from ``start``, read in chunks into one reused buffer."""
-    handle.seek(start)
-    buffer = memoryview(bytearray(min(size, _CHUNK)))
-    crc = 0
-    while size > 0:
-        got = handle.readinto(buffer[: min(size, len(buffer))])
-        if not got:
-            raise ValueError("file shorter than its header says")
-        crc = zlib.crc32(buffer[:got], crc)
-        size -= got
-    return crc
+        meta = {
+            "kind": state.kind, "vectors": self.vectors, "dimension": self.dimension,
+            "owner": self.owner, "count": int(state.index.ntotal), "watermark": state.watermark,
+        }  # fmt: skip
+        index_file.write(self._faiss, state.index, self.folder / f"{scope}.faiss", meta)

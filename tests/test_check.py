@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 
 from semcache import SemanticCache, admin
 from semcache.admin import EntryFilter
@@ -86,3 +87,40 @@ def test_check_on_an_empty_file() -> None:
     assert details["embedder dimension"] == "none yet (no embeddings)"
     assert details["counts"] == "0 entries, 0 embedded, 0 scopes"
     store.close()
+
+
+def test_check_reads_the_saved_index_files(
+    filled: SemanticCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from semcache import index as index_module
+    from semcache import index_file
+
+    monkeypatch.setattr(index_module, "PERSIST_AT", 1)
+    assert filled.lookup(msgs("Please cancel my subscription"), Ticket, model=MODEL) is not None
+    assert filled._index is not None and filled._index.save() >= 1
+    assert filled.db.path is not None
+    folder = index_file.folder_for(filled.db.path)
+    files = sorted(folder.glob("*.faiss"))
+    saved = next(f for f in check(filled.db).findings if f.check == "saved indexes")
+    assert saved.ok and saved.detail.startswith(f"{len(files)} checked, 0 unusable")
+
+    damaged = bytearray(files[0].read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    files[0].write_bytes(bytes(damaged))
+    (folder / f"{'0' * 64}.faiss").write_bytes(files[-1].read_bytes() if len(files) > 1 else b"")
+    report = check(filled.db)
+    saved = next(f for f in report.findings if f.check == "saved indexes")
+    assert not report.ok and "2 unusable" in saved.detail
+    assert "checksum does not match" in saved.detail
+    assert files[0].exists()  # checking alone changes nothing
+
+    fixed = next(f for f in check(filled.db, fix=True).findings if f.check == "saved indexes")
+    assert fixed.fixed == 2 and not files[0].exists()
+    again = next(f for f in check(filled.db).findings if f.check == "saved indexes")
+    assert again.ok and again.detail.startswith(
+        f"{len(files) - 1} checked" if len(files) > 1 else "none"
+    )
+    # The scope whose file was deleted is rebuilt from SQLite and still serves its paraphrase.
+    filled._index.drop(files[0].stem)
+    hit = filled.lookup(msgs("Please cancel my subscription"), Ticket, model=MODEL)
+    assert hit is not None
