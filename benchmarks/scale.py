@@ -583,7 +583,7 @@ def main() -> None:
     parser.add_argument("--real", type=int, default=12_000, help="real sentences to embed")
     parser.add_argument("--reps", type=int, default=500, help="timed hits and misses per kind")
     parser.add_argument("--queries", type=int, default=1000, help="near-duplicates for recall")
-    parser.add_argument("--hnsw-m", type=int, help="override semcache.index.HNSW_M (32)")
+    parser.add_argument("--hnsw-m", type=int, help="override semcache.index.HNSW_M")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "scale.md")
     parser.add_argument("--no-write", action="store_true", help="print only")
@@ -630,7 +630,8 @@ def main() -> None:
         "Kinds: `float32` (IndexFlatIP, then IndexHNSWFlat), `fp16` (IndexScalarQuantizer fp16, "
         "then IndexHNSWSQ fp16), `sq8` (fp16 while flat, then IndexHNSWSQ 8-bit trained on the "
         f"scope's vectors at migration); HNSW from {index.HNSW_AT:,} vectors, M={index.HNSW_M}, "
-        f"efConstruction={index.HNSW_EF_CONSTRUCTION}, efSearch={index.HNSW_EF_SEARCH}; the "
+        f"efConstruction={index.HNSW_EF_CONSTRUCTION}, efSearch={index.HNSW_EF_SEARCH} "
+        f"({index.HNSW_EF_SEARCH_LARGE} from {index.HNSW_LARGE:,} vectors); the "
         "cache re-scores every candidate with the float32 vector in SQLite.",
         "",
     ]
