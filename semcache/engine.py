@@ -102,16 +102,21 @@ class Engine:
             index.drop(keyed.scope)  # too many tombstones: rebuild from the store next time
         wrong_for = self._store.wrong_queries(list(rows), index.dimension)
         verdict: Verdict | None = None
-        for entry_id, _ in candidates:
-            row = rows.get(entry_id)
-            if row is None or row.scope != keyed.scope or row.prompt is None:
-                continue
-            # The similarity that decides is recomputed from the store's own vector: the index
-            # only proposes candidates, so even a damaged index cannot make a wrong hit.
-            similarity = _similarity(row.embedding, vector)
+        # The similarity that decides is recomputed from the store's own vector: the index only
+        # proposes candidates, so even a damaged index cannot make a wrong hit. Candidates are
+        # tried best first by that similarity (a compressed index may order them slightly off).
+        scored = sorted(
+            (
+                (_similarity(row.embedding, vector), row)
+                for row in (rows.get(entry_id) for entry_id, _ in candidates)
+                if row is not None and row.scope == keyed.scope and row.prompt is not None
+            ),
+            key=lambda pair: -pair[0],
+        )
+        for similarity, row in scored:
             if similarity < threshold:
                 continue
-            verdict = self._verify(plan, row, similarity, vector, wrong_for.get(entry_id), start)
+            verdict = self._verify(plan, row, similarity, vector, wrong_for.get(row.id), start)
             if not verdict.accept:
                 continue
             hit = self._rehydrate(plan, row, min(similarity, 1.0), "semantic")
