@@ -80,6 +80,28 @@ def test_large_scopes_switch_to_hnsw_with_high_recall(monkeypatch: pytest.Monkey
     assert recall(index, vectors, clustered(300, seed=3)) >= 0.99
 
 
+def test_large_graphs_search_wider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past HNSW_LARGE vectors recall, not speed, runs out: efSearch grows, also after a reload."""
+    import faiss
+
+    monkeypatch.setattr(index_module, "HNSW_AT", 300)
+    monkeypatch.setattr(index_module, "HNSW_LARGE", 600)
+    monkeypatch.setattr(index_module, "PERSIST_AT", 1)
+    vectors = clustered(800, seed=4)
+    index = VectorIndex(DIM, tmp_path, "db")
+
+    def ef(of: VectorIndex) -> int:
+        return int(faiss.downcast_index(of._scopes["s"].index.index).hnsw.efSearch)
+
+    index.add("s", np.arange(1, 401), vectors[:400])
+    assert index.kind("s") == "hnsw" and ef(index) == index_module.HNSW_EF_SEARCH
+    index.add("s", np.arange(401, 801), vectors[400:])
+    assert ef(index) == index_module.HNSW_EF_SEARCH_LARGE
+    assert index.save() == 1
+    reloaded = VectorIndex(DIM, tmp_path, "db")
+    assert reloaded.load("s") and ef(reloaded) == index_module.HNSW_EF_SEARCH_LARGE
+
+
 @pytest.mark.parametrize("vectors", COMPRESSED)
 def test_compressed_vectors_migrate_with_high_recall(
     monkeypatch: pytest.MonkeyPatch, vectors: VectorKind
