@@ -53,9 +53,10 @@ VECTOR_KINDS: tuple[VectorKind, ...] = get_args(VectorKind)
 HNSW_AT = 20_000
 PERSIST_AT = 5_000
 # Measured on 1M synthetic-from-real MiniLM vectors (the data of benchmarks/scale.py, graphs
-# built alone, 1,000 near-duplicate queries): M=32/efConstruction=64 left ~8% of stored vectors unreachable
-# (near-duplicate recall@1 0.897, and efSearch 2048 only reached 0.94); M=48/efConstruction=128
-# gives 0.985 at efSearch 128 and 0.993 at 256 (search 0.55 ms), built in 205 s on 2 cores.
+# built alone, 1,000 near-duplicate queries): M=32/efConstruction=64 left ~8% of stored vectors
+# unreachable (near-duplicate recall@1 0.897; efSearch 2048 only reached 0.94);
+# M=48/efConstruction=128 gives 0.985 at efSearch 128 and 0.993 at 256 (search 0.55 ms), built
+# in 205 s on 2 cores; M=64/efConstruction=96 0.980 / 0.989.
 HNSW_M = 48
 HNSW_EF_CONSTRUCTION = 128
 HNSW_EF_SEARCH = 128
