@@ -25,6 +25,7 @@ lint: install
 	$(PY) -m ruff check semcache tests demo benchmarks data/pairs
 	$(PY) -m ruff format --check semcache tests demo benchmarks data/pairs
 	$(PY) -m mypy semcache
+	$(VENV)/bin/lint-imports
 
 test: install
 	$(PY) -m pytest -q

@@ -6,7 +6,7 @@ hit, semantic hit, miss), the whole ``cache.lookup`` call and each phase timed o
     key        cache.plan(): canonical JSON of the request, exact key and scope (SHA-256)
     exact      Store.get_exact(): one indexed SQLite read
     embed      embedder.embed([text]) of the last user message
-    search     cache._catch_up(scope) (reads rows added since the last search) + FAISS search
+    search     cache.pipeline.catch_up(scope) (reads rows added since the last search) + FAISS search
     search 1t  the same with FAISS held to one OpenMP thread (not what the cache does today)
     rows       Store.get_many() of the candidates at or above the threshold
     validate   response_model.model_validate_json() + restore_completion() of the served row
@@ -214,12 +214,14 @@ def section_startup(onnx_dir: Path, lines: list[str]) -> None:
         10,
     )
     export, _ = subprocess_seconds(
-        f"from pathlib import Path; from semcache.embedding_onnx import OnnxEmbedder; "
+        f"from pathlib import Path; from semcache.embedding.onnx_runtime import OnnxEmbedder; "
         f"OnnxEmbedder(cache_dir=Path({str(onnx_dir)!r})).load()",
         1,
     )
     rss = "; import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
-    onnx = "from pathlib import Path; from semcache.embedding_onnx import OnnxEmbedder as E; "
+    onnx = (
+        "from pathlib import Path; from semcache.embedding.onnx_runtime import OnnxEmbedder as E; "
+    )
     firsts: dict[str, tuple[float, str]] = {}
     for label, make in (
         ("ONNX int8 (default)", f"E(cache_dir=Path({str(onnx_dir)!r}))"),
@@ -273,7 +275,7 @@ def section_embedders(
         bulk[name] = len(bulk_texts) / seconds
     torch = samples["torch"]
     from semcache.embedding import bundled_model_path
-    from semcache.embedding_onnx import load_tokenizer
+    from semcache.embedding.onnx_runtime import load_tokenizer
 
     tokenizer = load_tokenizer(Path(bundled_model_path()), 256)
     tokens = int(statistics.median(len(tokenizer.encode(t).ids) for t in texts))
@@ -327,7 +329,7 @@ def build(
     so the index is as crowded as a real one without embedding N texts.
     """
     from semcache import SemanticCache
-    from semcache.store import NewEntry
+    from semcache.storage.base import NewEntry
 
     rng = np.random.default_rng(seed)
     fixed = FixedEmbedder({}, vectors[0])
@@ -405,7 +407,7 @@ def phases(cache: Any, text: str, embedder: Any, flip: bool) -> dict[str, float]
         out["embed"], vectors = timed(lambda: embedder.embed([text]))
 
         def search() -> list[tuple[int, float]]:
-            index = cache._catch_up(keyed.scope)
+            index = cache.pipeline.catch_up(keyed.scope)
             found: list[tuple[int, float]] = index.search(keyed.scope, vectors[0], 4)
             return found
 
@@ -463,7 +465,7 @@ def section_size(
             names = list(embedders) if i % 2 == 0 else list(embedders)[::-1]  # no order bias
             for name in names:
                 model = embedders[name]
-                cache.embedder = model
+                cache.pipeline.embedder = model
                 seconds, hit = timed(partial(cache.lookup, messages(text), Ticket, model=MODEL))
                 totals[kind, name].append(seconds)
                 expected = {"exact": "exact", "semantic": "semantic", "miss": None}[kind]
@@ -532,7 +534,7 @@ def insert_rates(
         **{f"embedding with {k}": (m, 40) for k, m in embedders.items()},
     }
     for label, (model, count) in runs.items():
-        cache.embedder = model
+        cache.pipeline.embedder = model
         start = time.perf_counter()
         for i in range(count):
             text, answer = base[i % len(base)]
@@ -596,7 +598,7 @@ def main() -> None:
     started = time.perf_counter()
 
     from semcache.embedding import SentenceTransformerEmbedder
-    from semcache.embedding_onnx import OnnxEmbedder
+    from semcache.embedding.onnx_runtime import OnnxEmbedder
 
     command = " ".join(["python benchmarks/latency.py", *sys.argv[1:]])
     lines = [

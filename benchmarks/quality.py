@@ -35,11 +35,12 @@ from typing import Any
 
 from machine import describe
 
-from semcache import DEFAULT_THRESHOLD, tuning
+from semcache import DEFAULT_THRESHOLD
 from semcache.embedding import Embedder, SentenceTransformerEmbedder, resolve_embedder
+from semcache.ops import tuning
 from semcache.verifiers import LearnedVerifier, RuleVerifier, default_verifier
+from semcache.verifiers.base import Chain, Verifier
 from semcache.verifiers.text import analyze
-from semcache.verify import Chain, Verifier
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -104,7 +104,9 @@ def open_cache(path: Path, embedder: Any, vectors: str) -> Any:
     cache = SemanticCache(path, **options)
     cache.db.check_settings({"embedder_dimension": str(embedder.dimension)})
     owner = cache.db.settings().get("database_id", "")
-    cache._index = VectorIndex(embedder.dimension, cache._index_folder(), owner, vectors=vectors)
+    cache.pipeline.scopes.index = VectorIndex(
+        embedder.dimension, cache.pipeline.scopes.folder(), owner, vectors=vectors
+    )
     return cache
 
 
@@ -211,7 +213,7 @@ def answer_for(i: int) -> dict[str, Any]:
 def fill(path: Path, stored: np.ndarray, prompts: list[str]) -> tuple[np.ndarray, float]:
     """Write the entries with ``Store.put_many``, ``FILL_BATCH`` per transaction; their ids and
     the rate in entries/s."""
-    from semcache.store import NewEntry
+    from semcache.storage.base import NewEntry
 
     cache = open_cache(path, LookupEmbedder({}), "float32")
     keyed = plan_for(cache, "x").keyed
@@ -247,7 +249,7 @@ def fill(path: Path, stored: np.ndarray, prompts: list[str]) -> tuple[np.ndarray
 
 def insert_rates(cache: Any) -> list[tuple[str, float]]:
     """Entries/s, in a second scope of the same file (the measured scope keeps N entries)."""
-    from semcache.store import NewEntry
+    from semcache.storage.base import NewEntry
 
     rates = []
     system = "Insert benchmark: another scope."
@@ -415,7 +417,7 @@ def measure_kind(
     cache = open_cache(path, LookupEmbedder(table), kind)
     scope = plan_for(cache, "x").keyed.scope
     start = time.perf_counter()
-    index = cache._catch_up(scope)  # what the first lookup does when there is no saved file
+    index = cache.pipeline.catch_up(scope)  # what the first lookup does when there is no saved file
     out["rebuild"] = time.perf_counter() - start
     # Not timed: the first lookup of a process also runs the first periodic maintenance (which
     # saves an index that grew by 50,000 vectors or more).
@@ -591,7 +593,7 @@ def main() -> None:
     if not DATA.is_dir():
         print(f"skipped: {DATA} (the shared sentence-pair sets) is not here", file=sys.stderr)
         return
-    from semcache import index
+    from semcache.index import vector_index as index
 
     if args.hnsw_m:  # the graph's links per node: an experiment, not a cache setting
         index.HNSW_M = args.hnsw_m

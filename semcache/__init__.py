@@ -20,7 +20,7 @@ from semcache.errors import (
     UncacheableRequestError,
     UsageError,
 )
-from semcache.models import CacheHit, CacheStats
+from semcache.types import CacheHit, CacheStats
 
 __version__ = "0.1.0"
 

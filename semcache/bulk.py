@@ -9,21 +9,18 @@ time: one ``embed`` call and one transaction per batch. A batch is all or nothin
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
-from semcache.engine import Plan
 from semcache.errors import UsageError
-
-if TYPE_CHECKING:
-    from semcache.cache import SemanticCache
+from semcache.pipeline import Pipeline, Plan
 
 Item = tuple[Sequence[Any], BaseModel] | tuple[Sequence[Any], BaseModel, Any]
 
 
 def store_many(
-    cache: SemanticCache,
+    pipeline: Pipeline,
     items: Iterable[Item],
     response_model: type[BaseModel],
     *,
@@ -52,24 +49,24 @@ def store_many(
         messages, value = item[0], item[1]
         if not isinstance(value, response_model):
             raise UsageError(f"value is a {type(value).__name__}, not a {response_model.__name__}")
-        plan = cache.plan(
+        plan = pipeline.plan(
             messages=messages, response_model=response_model, model=model, context=context,
             strict=strict, provider=provider, mode=mode, params=params, ttl=ttl,
         )  # fmt: skip
         batch.append((plan, value, item[2] if len(item) == 3 else None))
         if len(batch) >= batch_size:
-            ids.extend(_write_batch(cache, batch))
+            ids.extend(_write_batch(pipeline, batch))
             batch = []
     if batch:
-        ids.extend(_write_batch(cache, batch))
+        ids.extend(_write_batch(pipeline, batch))
     return ids
 
 
 def _write_batch(
-    cache: SemanticCache, batch: list[tuple[Plan | None, BaseModel, Any]]
+    pipeline: Pipeline, batch: list[tuple[Plan | None, BaseModel, Any]]
 ) -> list[int | None]:
-    if cache.disabled:
+    if pipeline.disabled:
         return [None] * len(batch)
     todo = [(plan, value, completion) for plan, value, completion in batch if plan is not None]
-    written = iter(cache._save_many(todo) if todo else [])
+    written = iter(pipeline.save_many(todo) if todo else [])
     return [None if plan is None else next(written) for plan, _, _ in batch]

@@ -5,7 +5,7 @@ A lookup tries the exact tier first (one indexed SQLite read, nothing embedded),
 request's variable text and searches the FAISS index of the request's scope. A candidate at or above
 the threshold must also pass the verifier and any feedback recorded against it, and its stored JSON
 must still validate against the *current* response_model; anything else is a miss. How that is done
-lives in ``semcache.engine``; the instructor wrappers and the direct API both go through
+lives in ``semcache.pipeline``; the instructor wrappers and the direct API both go through
 ``plan``/``serve``/``save`` here, so the lookup and store logic exists once for sync and async.
 """
 
@@ -13,41 +13,44 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from pydantic import BaseModel
 
 from semcache import bulk, lifecycle
-from semcache.embedding import Embedder, resolve_embedder
-from semcache.engine import Engine, Plan
-from semcache.errors import StoreError, UncacheableRequestError, UsageError
-from semcache.events import (
-    ErrorEvent,
-    EventBus,
-    HitEvent,
-    LookupEvent,
-    MissEvent,
+from semcache.embedding.base import Embedder
+from semcache.embedding.resolve import resolve_embedder
+from semcache.errors import StoreError, UsageError
+from semcache.events import EventBus
+from semcache.index.vector_index import VECTOR_KINDS, VectorKind
+from semcache.integrations.instructor import (
+    AsyncCachedInstructor,
+    CachedClient,
+    CachedInstructor,
+    wrap_client,
 )
-from semcache.index import VECTOR_KINDS, VectorIndex, VectorKind
-from semcache.keys import TextFn, build_key
-from semcache.ledger import Ledger
-from semcache.models import CacheHit, CacheStats
+from semcache.keys import TextFn
+from semcache.lifecycle import check_threshold
+from semcache.pipeline import DEFAULT_THRESHOLD, Pipeline, Plan, Settings
 from semcache.shadow import Shadow
-from semcache.store import Store
-from semcache.verify import Verifier
+from semcache.storage import SQLiteStore, open_store
+from semcache.types import CacheHit, CacheStats
+from semcache.verifiers.base import Verifier
+
+if TYPE_CHECKING:
+    from instructor import AsyncInstructor, Instructor
 
 logger = logging.getLogger("semcache")
 
-DEFAULT_THRESHOLD = 0.87
+__all__ = ["DEFAULT_THRESHOLD", "SemanticCache", "cache_hit"]
+
 DEFAULT_NAMESPACE = "default"
 _DEFAULT_VERIFIER: Any = object()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class SemanticCache(Engine):
+class SemanticCache:
     """A semantic response cache for structured LLM outputs, stored in one SQLite file.
 
     ``threshold`` is a cosine similarity in [-1, 1]: a semantic hit needs
@@ -86,58 +89,132 @@ class SemanticCache(Engine):
         busy_timeout: float = 5.0,
         index_vectors: VectorKind = "float32",
     ) -> None:
-        self.threshold = check_threshold(threshold)
         if index_vectors not in VECTOR_KINDS:
             raise UsageError(f"index_vectors must be one of {', '.join(VECTOR_KINDS)}")
-        self.index_vectors: VectorKind = index_vectors
         if not isinstance(namespace, str) or not namespace:
             raise UsageError("namespace must be a non-empty string")
-        self.namespace = namespace
-        self.text_fn = text_fn
-        self.ttl = lifecycle.check_ttl(ttl)
-        self.max_entries = lifecycle.check_max_entries(max_entries)
-        self.audit, self.audit_retention, self.audit_max_rows = (
-            audit,
-            audit_retention,
-            audit_max_rows,
+        settings = Settings(
+            threshold=check_threshold(threshold),
+            namespace=namespace,
+            text_fn=text_fn,
+            ttl=lifecycle.check_ttl(ttl),
+            max_entries=lifecycle.check_max_entries(max_entries),
+            audit=audit,
+            audit_retention=audit_retention,
+            audit_max_rows=audit_max_rows,
+            index_vectors=index_vectors,
         )
-        self.embedder = resolve_embedder(embedder)
-        self.verifier = lifecycle.resolve_verifier(verifier, _DEFAULT_VERIFIER)
-        self.events = EventBus()
-        self.disabled: str | None = None  # why the cache is off (fail_open on a broken file)
+        embedder_ = resolve_embedder(embedder)
+        verifier_ = lifecycle.resolve_verifier(verifier, _DEFAULT_VERIFIER)
+        disabled: str | None = None  # why the cache is off (fail_open on a broken file)
         try:
-            self._store = Store(path, busy_timeout=busy_timeout)
+            store = open_store(path, busy_timeout=busy_timeout)
         except StoreError as exc:
             if not fail_open:
                 raise
             # The app asked to keep working against the provider: an empty private store stands
             # in, and every lookup is a miss; nothing is written to the broken file.
             logger.error("semcache: cache disabled, calling the provider for everything: %s", exc)
-            self.disabled = str(exc)
-            self._store = Store(":memory:", busy_timeout=busy_timeout)
+            disabled = str(exc)
+            store = SQLiteStore(":memory:", busy_timeout=busy_timeout)
         try:
-            self._store.check_settings({"embedder_name": self.embedder.name})
-            self._thresholds = self._store.thresholds()
+            store.check_settings({"embedder_name": embedder_.name})
+            self.pipeline = Pipeline(
+                store, embedder_, verifier_, settings,
+                shadow=Shadow(store, shadow_rate, shadow_target), events=EventBus(),
+                disabled=disabled,
+            )  # fmt: skip
         except BaseException:
-            self._store.close()
+            store.close()
             raise
-        self._ledger = Ledger(self._store)
-        self.shadow = Shadow(self._store, shadow_rate, shadow_target)
-        self._maintenance = lifecycle.Maintenance()
-        self._index: VectorIndex | None = None
-        self._index_lock = threading.Lock()
-        self._dimension_recorded = False
+        self._store = store
         self._closed = False
         lifecycle.track(self)
 
+    # -- what the pipeline was built with -------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """The constructor's arguments that shape lookups and stores, checked."""
+        return self.pipeline.settings
+
+    @property
+    def threshold(self) -> float:
+        """The constructor's threshold (persisted ones take precedence; see ``set_threshold``)."""
+        return self.settings.threshold
+
+    @property
+    def namespace(self) -> str:
+        return self.settings.namespace
+
+    @property
+    def text_fn(self) -> TextFn | None:
+        return self.settings.text_fn
+
+    @property
+    def ttl(self) -> float | None:
+        return self.settings.ttl
+
+    @property
+    def max_entries(self) -> int | None:
+        return self.settings.max_entries
+
+    @property
+    def audit(self) -> bool:
+        return self.settings.audit
+
+    @property
+    def audit_retention(self) -> float:
+        return self.settings.audit_retention
+
+    @property
+    def audit_max_rows(self) -> int:
+        return self.settings.audit_max_rows
+
+    @property
+    def index_vectors(self) -> VectorKind:
+        return self.settings.index_vectors
+
+    @property
+    def embedder(self) -> Embedder:
+        return self.pipeline.embedder
+
+    @property
+    def verifier(self) -> Verifier:
+        return self.pipeline.verifier
+
+    @property
+    def events(self) -> EventBus:
+        """Subscribe callbacks to lookups, hits, misses, vetoes, stores and evictions."""
+        return self.pipeline.events
+
+    @property
+    def shadow(self) -> Shadow:
+        return self.pipeline.shadow
+
+    @property
+    def disabled(self) -> str | None:
+        """Why the cache is off (``fail_open=True`` on a broken file), or None."""
+        return self.pipeline.disabled
+
     # -- public API ---------------------------------------------------------------------------
 
-    def wrap(self, client: Any) -> Any:
-        """Return ``client`` (an instructor client, sync or async) with its structured calls
-        going through this cache; see ``semcache.integrations.instructor``."""
-        from semcache.integrations.instructor import wrap
+    @overload
+    def wrap(self, client: AsyncInstructor) -> AsyncCachedInstructor: ...  # type: ignore[overload-overlap]
 
-        return wrap(self, client)
+    @overload
+    def wrap(self, client: Instructor) -> CachedInstructor: ...
+
+    @overload
+    def wrap(self, client: object) -> CachedClient: ...
+
+    def wrap(self, client: Any) -> CachedClient:
+        """Return ``client`` (an instructor client, sync or async) with its structured calls
+        going through this cache; see ``semcache.integrations.instructor``. A type checker sees
+        the same return types as the client's own ``create`` (``User`` for
+        ``response_model=User``)."""
+        wrapped: CachedClient = wrap_client(self, client)
+        return wrapped
 
     def lookup(
         self,
@@ -214,7 +291,7 @@ class SemanticCache(Engine):
         (``StoreError``, ``LockTimeoutError``): a batch is all or nothing, earlier batches stay.
         """
         return bulk.store_many(
-            self, items, response_model, model=model, context=context, strict=strict,
+            self.pipeline, items, response_model, model=model, context=context, strict=strict,
             provider=provider, mode=mode, ttl=ttl, batch_size=batch_size, params=params,
         )  # fmt: skip
 
@@ -249,11 +326,11 @@ class SemanticCache(Engine):
             check_threshold(threshold)
         target = lifecycle.threshold_target(response_model, scope)
         self._store.set_threshold(target, threshold, source)
-        self._thresholds = self._store.thresholds()
+        self.pipeline.thresholds = self._store.thresholds()
 
     def thresholds(self) -> dict[str, float]:
         """The persisted thresholds by target (``scope:…``, ``schema:…`` or ``default``)."""
-        return dict(self._thresholds)
+        return dict(self.pipeline.thresholds)
 
     def mark_wrong(self, hit: CacheHit, *, note: str = "") -> None:
         """Record that ``hit`` was a wrong answer. It is never served again for that query or a
@@ -275,21 +352,21 @@ class SemanticCache(Engine):
         threshold: float | None = None,
     ) -> Callable[[F], F]:
         """Cache a function returning a Pydantic model through both tiers; ``text`` names the
-        argument to embed (or is a function of some arguments). See ``semcache.memoize``."""
-        from semcache.memoize import memoize
+        argument to embed (or is a function of some arguments). See ``semcache.integrations.memoize``."""
+        from semcache.integrations.memoize import memoize
 
         return memoize(self, text=text, namespace=namespace, threshold=threshold)
 
     def export(self, folder: str | os.PathLike[str], **options: Any) -> Any:
-        """Write a portable, self-describing folder; see ``semcache.export.export``."""
-        from semcache.export import export
+        """Write a portable, self-describing folder; see ``semcache.ops.export.export``."""
+        from semcache.ops.export import export
 
         self.flush()
         return export(self, folder, **options)
 
     def import_export(self, folder: str | os.PathLike[str], **options: Any) -> Any:
-        """Merge an exported folder into this cache; see ``semcache.export.import_export``."""
-        from semcache.export import import_export
+        """Merge an exported folder into this cache; see ``semcache.ops.export.import_export``."""
+        from semcache.ops.export import import_export
 
         return import_export(folder, self, **options)
 
@@ -298,16 +375,13 @@ class SemanticCache(Engine):
 
         Called by the wrapped clients for sampled hits; public for callers of the direct API.
         """
-        agree, tightened = self.shadow.record(hit, fresh)
-        if tightened is not None:
-            self._thresholds = self._store.thresholds()
-        return agree
+        return self.pipeline.record_shadow(hit, fresh)
 
     def __len__(self) -> int:
         return self._store.count()
 
     @property
-    def db(self) -> Store:
+    def db(self) -> SQLiteStore:
         """The underlying store, for maintenance code (export, CLI) that works on rows."""
         return self._store
 
@@ -316,9 +390,7 @@ class SemanticCache(Engine):
         if self._closed:
             return
         try:
-            self.flush()
-            if self._index is not None:
-                self._index.save()
+            self.pipeline.close()
         finally:
             self._closed = True
             self._store.close()
@@ -330,101 +402,26 @@ class SemanticCache(Engine):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- the shared lookup/store logic ------------------------------------------------------
+    def flush(self) -> None:
+        """Write buffered hit counts, vetoes and audit rows (done every second anyway)."""
+        self.pipeline.flush()
 
-    def plan(
-        self,
-        *,
-        messages: Sequence[Any],
-        response_model: Any,
-        model: str | None,
-        context: Mapping[str, Any] | None,
-        strict: bool,
-        provider: str,
-        mode: str,
-        params: Mapping[str, Any],
-        threshold: float | None = None,
-        read: bool = True,
-        write: bool = True,
-        ttl: float | None = None,
-    ) -> Plan | None:
-        """Key a request; None when it cannot be cached (it then goes to the provider as is)."""
-        if not (isinstance(response_model, type) and issubclass(response_model, BaseModel)):
-            return None
-        if not isinstance(messages, (list, tuple)):
-            return None
-        try:
-            keyed = build_key(
-                provider=provider, mode=mode, model=model, messages=messages,
-                response_model=response_model, context=context, strict=strict, params=params,
-                namespace=self.namespace, text_fn=self.text_fn,
-            )  # fmt: skip
-        except UncacheableRequestError as exc:
-            logger.debug("semcache: request not cached: %s", exc)
-            return None
-        return Plan(
-            keyed=keyed, response_model=response_model, context=context, strict=strict,
-            threshold=None if threshold is None else check_threshold(threshold),
-            read=read, write=write, ttl=lifecycle.check_ttl(ttl),
-        )  # fmt: skip
+    # -- the shared lookup/store logic, for integrations and callers of the direct API -------
+
+    def plan(self, **request: Any) -> Plan | None:
+        """Key a request; None when it cannot be cached. See ``Pipeline.plan``."""
+        return self.pipeline.plan(**request)
 
     def serve(self, plan: Plan) -> CacheHit | None:
-        """Answer ``plan`` from the cache, or None. Never raises for an internal failure: a broken
-        cache falls back to the provider with a warning."""
-        if not plan.read or self.disabled:
-            return None
-        start = time.perf_counter()
-        try:
-            hit = self._serve(plan)
-        except Exception as exc:
-            logger.warning("semcache: lookup failed, calling the provider: %s", exc)
-            self._emit(ErrorEvent(plan.keyed.namespace, plan.keyed.scope, "lookup", str(exc)))
-            hit = None
-        latency_ms = (time.perf_counter() - start) * 1000.0
-        keyed = plan.keyed
-        if hit is None:
-            self._ledger.count("misses")
-        else:
-            self._ledger.count(f"{hit.tier}_hits")
-            self._ledger.hit(hit.entry_id, hit.tokens)
-        if self.events.active:
-            self._emit(LookupEvent(
-                keyed.namespace, keyed.scope, hit.tier if hit else None,
-                hit.similarity if hit else None, latency_ms, hit.entry_id if hit else None,
-            ))  # fmt: skip
-            if hit is None:
-                self._emit(MissEvent(keyed.namespace, keyed.scope, keyed.text))
-            else:
-                self._emit(HitEvent(
-                    keyed.namespace, keyed.scope, hit.tier, hit.similarity, hit.entry_id,
-                    keyed.text, hit.matched_prompt,
-                ))  # fmt: skip
-        if self._ledger.due():
-            self._maintain()
-        return hit
+        """Answer ``plan`` from the cache, or None; never raises for an internal failure."""
+        return self.pipeline.serve(plan)
 
     def save(self, plan: Plan, value: BaseModel, completion: Any) -> int | None:
         """Store the provider's answer for ``plan``. Failures are logged, never raised."""
-        if not plan.write or self.disabled:
-            return None
-        try:
-            return self._save(plan, value, completion)
-        except Exception as exc:
-            logger.warning("semcache: could not store an answer: %s", exc)
-            self._emit(ErrorEvent(plan.keyed.namespace, plan.keyed.scope, "store", str(exc)))
-            return None
+        return self.pipeline.save(plan, value, completion)
 
 
 def cache_hit(value: Any) -> CacheHit | None:
     """The ``CacheHit`` that produced ``value``, or None when it came from the provider."""
     hit = getattr(value, "_semcache_hit", None)
     return hit if isinstance(hit, CacheHit) else None
-
-
-def check_threshold(threshold: float) -> float:
-    """A threshold is a cosine similarity: a real number in [-1, 1]."""
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise UsageError(f"threshold must be a number, got {type(threshold).__name__}")
-    if not -1.0 <= threshold <= 1.0:  # also refuses NaN
-        raise UsageError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
-    return float(threshold)

@@ -45,3 +45,10 @@ class ExportError(SemcacheError, ValueError):
 
 class EntryNotFoundError(SemcacheError, LookupError):
     """No entry has the given id."""
+
+
+class ArgumentTypeError(UsageError, TypeError):
+    """An argument is of a kind semcache cannot use (an embedder that is not one, say).
+
+    Also a ``TypeError``, which is what these mistakes raised before ``UsageError`` covered them.
+    """

@@ -1,4 +1,4 @@
-"""Small pieces of a cache's life that are not lookups: argument checks, periodic maintenance
+"""Small pieces of a cache's life that are not lookups: argument checks (threshold, ttl, size), periodic maintenance
 timers, the default verifier, and closing caches a program forgot to close (so buffered hit counts
 reach the file at exit)."""
 
@@ -15,10 +15,19 @@ from pydantic import BaseModel
 
 from semcache.errors import UsageError
 from semcache.keys import schema_fingerprint
-from semcache.verify import AcceptAll, Verifier
+from semcache.verifiers.base import AcceptAll, Verifier
 
 # How often (seconds) each periodic job may run; checked on the lookup path, so the check is cheap.
 _PERIODS = {"expire": 30.0, "audit": 300.0, "save_index": 60.0}
+
+
+def check_threshold(threshold: float) -> float:
+    """A threshold is a cosine similarity: a real number in [-1, 1]."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise UsageError(f"threshold must be a number, got {type(threshold).__name__}")
+    if not -1.0 <= threshold <= 1.0:  # also refuses NaN
+        raise UsageError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
+    return float(threshold)
 
 
 def check_ttl(ttl: float | None) -> float | None:

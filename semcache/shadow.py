@@ -16,8 +16,8 @@ from pydantic import BaseModel
 
 from semcache.errors import UsageError
 from semcache.intervals import wilson_interval
-from semcache.models import CacheHit, PrecisionEstimate
-from semcache.store import Store
+from semcache.storage.base import Store
+from semcache.types import CacheHit, PrecisionEstimate
 
 logger = logging.getLogger("semcache")
 

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from semcache import DEFAULT_THRESHOLD, SemanticCache, SemcacheError, UsageError, admin
-from semcache.admin import EntryFilter
+from semcache import DEFAULT_THRESHOLD, SemanticCache, SemcacheError, UsageError
 from semcache.integrations.instructor_cache import SQLiteCache
+from semcache.ops import admin
+from semcache.ops.admin import EntryFilter
 
 from .corpus import MODEL, Ticket, msgs
 
@@ -99,7 +100,7 @@ def test_prune_invalid_for_a_changed_schema(filled: SemanticCache) -> None:
 
 
 def test_expired_needs_an_expires_at_column(filled: SemanticCache) -> None:
-    columns = admin.entry_columns(filled.db)
+    columns = filled.db.columns("entries")
     if "expires_at" not in columns:
         with pytest.raises(UsageError, match="expires_at"):
             admin.prune(filled.db, EntryFilter(expired=True))

@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from pydantic import BaseModel
 
 from semcache import SemanticCache, UsageError
-from semcache.audit_log import audit_rows, veto_rows
 from semcache.cli import main
-from semcache.store import Store
-from semcache.verify import ACCEPT, Verdict
+from semcache.ops.audit_log import audit_rows, veto_rows
+from semcache.storage.sqlite import SQLiteStore
+from semcache.verifiers.base import ACCEPT, Verdict
 
 from .test_export import MODEL, Ticket, msgs
 
@@ -61,7 +61,7 @@ def audited(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> tuple[Pa
         assert cache.lookup(msgs("What is the capital of France?"), Ticket, model=MODEL) is None
         time.sleep(0.01)
         assert cache.lookup(msgs("Cancel my subscription 7"), Refund, model=MODEL) is None  # 0.9
-    with closing(Store(path)) as store:
+    with closing(SQLiteStore(path)) as store:
         refund_scope = (
             store.connection()
             .execute("SELECT scope FROM entries WHERE id = ?", (refund,))
@@ -132,7 +132,7 @@ def test_log_filters(logged: tuple[str, dict[str, Any]]) -> None:
     assert [r["query"] for r in log(db, "--limit", "1")] == ["Cancel my subscription 7"]
     assert len(log(db, "--limit", "0")) == 4
     assert len(log(db, "--since", "1h")) == 4
-    with closing(Store(db)) as store, store.transaction() as conn:  # two rows from last week
+    with closing(SQLiteStore(db)) as store, store.transaction() as conn:  # two rows from last week
         conn.execute("UPDATE audit SET created_at = created_at - 7 * 86400 WHERE verdict = 'veto'")
     assert [r["verdict"] for r in log(db, "--since", "1d")] == ["below_threshold", "hit"]
     assert len(log(db, "--since", "8d", "--verdict", "veto")) == 2
@@ -172,14 +172,14 @@ def test_log_table_and_empty_log(logged: tuple[str, dict[str, Any]], tmp_path: P
         "latency_ms",
     ]
     assert "What is the capital of France?" in lines[2] and "below_threshold" in lines[2]
-    Store(tmp_path / "quiet.db").close()
+    SQLiteStore(tmp_path / "quiet.db").close()
     quiet = CliRunner().invoke(main, ["log", str(tmp_path / "quiet.db")])
     assert quiet.exit_code == 0 and quiet.stdout.strip() == "(no rows)"
 
 
 def test_library_functions(logged: tuple[str, dict[str, Any]]) -> None:
     db, ids = logged
-    with closing(Store(db)) as store:
+    with closing(SQLiteStore(db)) as store:
         rows = audit_rows(store, verdict="below_threshold")
         assert len(rows) == 1 and isinstance(rows[0]["created_at"], float)
         assert len(audit_rows(store, limit=None)) == 4

@@ -296,7 +296,7 @@ def test_a_file_from_an_earlier_version_is_migrated(db_path: Path, embedder: Any
 
 def test_expiry_sweep_and_size_bound_use_their_indexes(cache: SemanticCache) -> None:
     """At 1M entries a full scan costs 1.6 s inside whichever lookup runs maintenance."""
-    from semcache.store import EXPIRED, RECENCY
+    from semcache.storage.sqlite import EXPIRED, RECENCY
 
     conn = cache.db.connection()
 
@@ -322,7 +322,9 @@ def test_compressed_index_vectors_serve_the_same_hits(
         vector = embedder.embed(["How can I reset my password?"])[0]
         stored = embedder.embed(["How do I reset my password?"])[0]
         assert hit.similarity == pytest.approx(float(vector @ stored), abs=1e-5)
-        assert cache._index is not None and cache._index.vectors == kind
+        assert (
+            cache.pipeline.scopes.index is not None and cache.pipeline.scopes.index.vectors == kind
+        )
 
 
 def test_unknown_index_vectors_are_refused(db_path: Path, embedder: Any) -> None:

@@ -7,9 +7,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from semcache import SemanticCache, admin
-from semcache.admin import EntryFilter
-from semcache.check import check
+from semcache import SemanticCache
+from semcache.ops import admin
+from semcache.ops.admin import EntryFilter
+from semcache.ops.check import check
 
 from .corpus import MODEL, SYSTEM, Ticket, msgs
 
@@ -78,9 +79,9 @@ def test_check_records_a_missing_dimension(filled: SemanticCache) -> None:
 
 
 def test_check_on_an_empty_file() -> None:
-    from semcache.store import Store
+    from semcache.storage.sqlite import SQLiteStore
 
-    store = Store(":memory:")
+    store = SQLiteStore(":memory:")
     report = check(store, fix=True)
     assert report.ok and not any(f.fixed for f in report.findings)
     details = {f.check: f.detail for f in report.findings}
@@ -92,14 +93,14 @@ def test_check_on_an_empty_file() -> None:
 def test_check_reads_the_saved_index_files(
     filled: SemanticCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from semcache import index as index_module
-    from semcache import index_file
+    from semcache.index import file_format
+    from semcache.index import vector_index as index_module
 
     monkeypatch.setattr(index_module, "PERSIST_AT", 1)
     assert filled.lookup(msgs("Please cancel my subscription"), Ticket, model=MODEL) is not None
-    assert filled._index is not None and filled._index.save() >= 1
+    assert filled.pipeline.scopes.index is not None and filled.pipeline.scopes.index.save() >= 1
     assert filled.db.path is not None
-    folder = index_file.folder_for(filled.db.path)
+    folder = file_format.folder_for(filled.db.path)
     files = sorted(folder.glob("*.faiss"))
     saved = next(f for f in check(filled.db).findings if f.check == "saved indexes")
     assert saved.ok and saved.detail.startswith(f"{len(files)} checked, 0 unusable")
@@ -121,6 +122,6 @@ def test_check_reads_the_saved_index_files(
         f"{len(files) - 1} checked" if len(files) > 1 else "none"
     )
     # The scope whose file was deleted is rebuilt from SQLite and still serves its paraphrase.
-    filled._index.drop(files[0].stem)
+    filled.pipeline.scopes.index.drop(files[0].stem)
     hit = filled.lookup(msgs("Please cancel my subscription"), Ticket, model=MODEL)
     assert hit is not None

@@ -213,7 +213,7 @@ def test_prune_and_vacuum(db: str) -> None:
 
 
 def test_tune_prints_the_sweep(tmp_path: Path, embedder: Any) -> None:
-    from semcache import tuning
+    from semcache.ops import tuning
 
     labeled = tmp_path / "labeled.jsonl"
     pairs = [

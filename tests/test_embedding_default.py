@@ -32,8 +32,8 @@ from semcache.errors import EmbedderError, UsageError
 pytest.importorskip("onnxruntime", reason="the ONNX embedder needs onnxruntime (dev extra)")
 pytest.importorskip("onnx", reason="exporting the ONNX model needs onnx (dev extra)")
 
-from semcache.embedding_onnx import OnnxEmbedder
-from semcache.onnx_export import file_name
+from semcache.embedding.onnx_export import file_name
+from semcache.embedding.onnx_runtime import OnnxEmbedder
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = [

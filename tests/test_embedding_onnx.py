@@ -31,8 +31,8 @@ from semcache.embedding import DEFAULT_MODEL_NAME, SentenceTransformerEmbedder, 
 pytest.importorskip("onnxruntime", reason="the ONNX embedder needs onnxruntime (dev extra)")
 pytest.importorskip("onnx", reason="exporting the ONNX model needs onnx (dev extra)")
 
-from semcache import onnx_export
-from semcache.embedding_onnx import INT8_MIN_TOKENS, OnnxEmbedder, load_tokenizer
+from semcache.embedding import onnx_export
+from semcache.embedding.onnx_runtime import INT8_MIN_TOKENS, OnnxEmbedder, load_tokenizer
 from semcache.errors import EmbedderError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -215,7 +215,7 @@ def test_inference_never_imports_torch(int8: OnnxEmbedder, onnx_dir: Path) -> No
         f"""
         import sys
         from pathlib import Path
-        from semcache.embedding_onnx import OnnxEmbedder
+        from semcache.embedding.onnx_runtime import OnnxEmbedder
         model = OnnxEmbedder(cache_dir=Path({str(onnx_dir)!r}))
         model.embed(["where is my parcel?"])
         heavy = [m for m in ("torch", "transformers", "sentence_transformers", "onnx")

@@ -18,7 +18,7 @@ from semcache.events import (
     StoreEvent,
     VetoEvent,
 )
-from semcache.verify import Verdict
+from semcache.verifiers.base import Verdict
 
 
 class Answer(BaseModel):

@@ -14,10 +14,10 @@ import faiss
 import numpy as np
 import pytest
 
-import semcache.export as export_mod
+import semcache.ops.export as export_mod
 from semcache import SemanticCache, SemcacheError
 from semcache.embedding import SentenceTransformerEmbedder
-from semcache.export import export, import_export, verify_export
+from semcache.ops.export import export, import_export, verify_export
 
 from .corpus import (
     MODEL,

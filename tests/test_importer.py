@@ -12,21 +12,21 @@ from typing import Any
 import numpy as np
 import pytest
 
-import semcache.export as export_mod
-import semcache.importer as importer_mod
+import semcache.ops.export as export_mod
+import semcache.ops.importer as importer_mod
 from semcache import SemanticCache, SemcacheError
 from semcache.embedding import SentenceTransformerEmbedder
 from semcache.errors import ExportError
-from semcache.export import export
-from semcache.importer import import_export
 from semcache.integrations.instructor_cache import SQLiteCache, instructor_cache_stats
+from semcache.ops.export import export
+from semcache.ops.importer import import_export
 
 from .corpus import MODEL, Order, Ticket, count, msgs, records
 from .test_export import interrupt_bar
 
 
 def test_the_first_import_path_still_works() -> None:
-    """``semcache.export`` was where import_export lived first; SemanticCache uses it there."""
+    """``semcache.ops.export`` was where import_export lived first; SemanticCache uses it there."""
     assert export_mod.import_export is import_export
     assert export_mod.ImportReport is importer_mod.ImportReport
     assert export_mod.ExportError is ExportError

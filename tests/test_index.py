@@ -14,8 +14,8 @@ import pytest
 from pydantic import BaseModel
 
 from semcache import SemanticCache, UsageError
-from semcache import index as index_module
 from semcache.index import VECTOR_KINDS, VectorIndex, VectorKind
+from semcache.index import vector_index as index_module
 
 DIM = 32
 COMPRESSED: list[VectorKind] = ["fp16", "sq8"]
@@ -352,7 +352,10 @@ def test_cache_saves_large_scopes_and_reopens_from_the_file(
         )
         assert hit is not None and hit.value.text == texts[3]
         assert cache.lookup([{"role": "user", "content": "a new question"}], Answer) is not None
-        assert cache._index is not None and cache._index.size(hit.scope) == 26
+        assert (
+            cache.pipeline.scopes.index is not None
+            and cache.pipeline.scopes.index.size(hit.scope) == 26
+        )
 
 
 def test_a_stale_index_cannot_serve_a_wrong_answer(tmp_path: Path, embedder: Any) -> None:
@@ -363,7 +366,7 @@ def test_a_stale_index_cannot_serve_a_wrong_answer(tmp_path: Path, embedder: Any
         cache.store([{"role": "user", "content": "Cancel my order"}], Answer, Answer(text="cancel"))
         scope_hit = cache.lookup([{"role": "user", "content": "Cancel my order"}], Answer)
         assert scope_hit is not None
-        index = cache._catch_up(scope_hit.scope)
+        index = cache.pipeline.catch_up(scope_hit.scope)
         # Simulate an index whose id 1 holds another text's vector.
         index.drop(scope_hit.scope)
         wrong = embedder.embed(["What is the weather in Paris?"])

@@ -29,7 +29,7 @@ from semcache.integrations.instructor_cache import (
     SQLiteCache,
     instructor_cache_stats,
 )
-from semcache.store import Store
+from semcache.storage.sqlite import SQLiteStore
 
 from .conftest import FakeProvider, async_openai_client, openai_client, readme_block
 
@@ -330,7 +330,7 @@ def test_shares_a_semantic_cache_file(cache: SemanticCache, provider: FakeProvid
 
 
 def test_stats_of_a_file_that_never_used_it(db_path: Path) -> None:
-    store = Store(db_path)
+    store = SQLiteStore(db_path)
     try:
         assert instructor_cache_stats(store) == InstructorCacheStats(0, 0, 0, 0)
         names = {r[0] for r in store.connection().execute("SELECT name FROM sqlite_master")}
@@ -342,7 +342,7 @@ def test_stats_of_a_file_that_never_used_it(db_path: Path) -> None:
 def test_a_broken_store_never_breaks_the_call(
     db_path: Path, provider: FakeProvider, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = Store(db_path)
+    store = SQLiteStore(db_path)
     broken = SQLiteCache(store)
     store.close()
     client = instructor.from_openai(openai_client(provider), cache=broken)

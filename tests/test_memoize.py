@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from semcache import SemanticCache, UsageError, cache_hit
-from semcache.memoize import memoize
+from semcache.integrations.memoize import memoize
 
 from .conftest import readme_block
 

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from pydantic import BaseModel
 
-from semcache import SemanticCache, tuning
+from semcache import SemanticCache
 from semcache.embedding import SentenceTransformerEmbedder
 from semcache.intervals import wilson_interval
+from semcache.ops import tuning
 from semcache.verifiers import RuleVerifier
 
 Z2 = 1.959963984540054**2
@@ -193,5 +194,5 @@ def test_our_labeled_pairs_are_up_to_date() -> None:
 
 
 def test_importing_tuning_does_not_import_torch() -> None:
-    code = "import sys, semcache.tuning; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, semcache.ops.tuning; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

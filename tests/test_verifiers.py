@@ -23,13 +23,13 @@ from semcache.verifiers import (
     RuleVerifier,
     default_verifier,
 )
+from semcache.verifiers.base import Chain, Verdict, Verifier
 from semcache.verifiers.features import FEATURES
 from semcache.verifiers.learned import load_weights
 from semcache.verifiers.lexicon import derived
 from semcache.verifiers.structure import main_clause
 from semcache.verifiers.text import analyze
 from semcache.verifiers.training import SIGNS, train
-from semcache.verify import Chain, Verdict, Verifier
 
 PAIRS = Path(__file__).resolve().parent.parent / "data" / "pairs" / "pairs.jsonl"
 

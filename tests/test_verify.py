@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from semcache import SemanticCache
-from semcache.verify import AcceptAll, Chain, Verdict
+from semcache.verifiers.base import AcceptAll, Chain, Verdict
 
 
 class Answer(BaseModel):

@@ -16,7 +16,10 @@ answers are compared; the caller gets the cached answer at once either way.
 
 The sync and async wrappers share ``_Calls``: they differ only in how they call the provider and in
 running cache work in a thread (``asyncio.to_thread``) so the event loop never waits on SQLite or
-the embedding model.
+the embedding model. Their methods are typed like instructor's own: ``create(response_model=User)``
+is a ``User`` to a type checker (an awaitable of one on the async client), and
+``create_with_completion`` a ``tuple[User, Any]``. What instructor does not publish as API is read
+in ``semcache.integrations.instructor_internals`` only.
 """
 
 from __future__ import annotations
@@ -27,28 +30,41 @@ import threading
 import weakref
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
 from semcache.errors import UsageError
+from semcache.integrations import instructor_internals as internals
+from semcache.pipeline import Front, Plan
+from semcache.types import CacheHit
 
 if TYPE_CHECKING:
-    from semcache.cache import SemanticCache
-    from semcache.engine import Plan
-    from semcache.models import CacheHit
+    from instructor import AsyncInstructor, Instructor
+
+T = TypeVar("T")
 
 logger = logging.getLogger("semcache")
 
 
-def wrap(cache: SemanticCache, client: Any) -> CachedInstructor:
+@overload
+def wrap_client(cache: Front, client: AsyncInstructor) -> AsyncCachedInstructor: ...  # type: ignore[overload-overlap]
+
+
+@overload
+def wrap_client(cache: Front, client: Instructor) -> CachedInstructor: ...
+
+
+@overload
+def wrap_client(cache: Front, client: object) -> CachedClient: ...
+
+
+def wrap_client(cache: Front, client: Any) -> CachedClient:
     """Return a cached view of an instructor client (``Instructor`` or ``AsyncInstructor``)."""
     if not hasattr(client, "create_with_completion") or not hasattr(client, "create_fn"):
         raise UsageError(
             "wrap() takes an instructor client (instructor.from_openai(...), from_provider(...), "
             f"from_litellm(...)); got {type(client).__name__}"
         )
-    import instructor
-
-    if isinstance(client, instructor.AsyncInstructor):
+    if internals.is_async_client(client):
         return AsyncCachedInstructor(cache, client)
     return CachedInstructor(cache, client)
 
@@ -56,8 +72,8 @@ def wrap(cache: SemanticCache, client: Any) -> CachedInstructor:
 class _Calls:
     """What both wrappers share: turning a call into a cache ``Plan`` (or None to pass through)."""
 
-    def __init__(self, cache: SemanticCache, client: Any) -> None:
-        self.cache = cache
+    def __init__(self, cache: Front, client: Any) -> None:
+        self.pipeline = cache.pipeline
         self.client = client
 
     def plan(
@@ -84,14 +100,14 @@ class _Calls:
             # another model's answer, so it is not cached.
             logger.debug("semcache: no model visible for this call; not cached")
             return None
-        return self.cache.plan(
+        return self.pipeline.plan(
             messages=messages,
             response_model=response_model,
             model=model,
             context=context,
             strict=strict,
-            provider=_value(getattr(self.client, "provider", "unknown")),
-            mode=_value(getattr(self.client, "mode", "unknown")),
+            provider=internals.enum_value(getattr(self.client, "provider", "unknown")),
+            mode=internals.enum_value(getattr(self.client, "mode", "unknown")),
             params=merged,
             threshold=threshold,
             read=read,
@@ -100,16 +116,32 @@ class _Calls:
         )
 
 
-class CachedInstructor:
-    """A synchronous instructor client with a semantic cache in front of it."""
+class _Wrapper:
+    """What both wrappers hold: the client, the cache, and the calls that pass through untouched."""
 
-    def __init__(self, cache: SemanticCache, client: Any) -> None:
+    def __init__(self, cache: Front, client: Any) -> None:
         self._calls = _Calls(cache, client)
         self.client = client
         self.cache = cache
+        self.pipeline = cache.pipeline
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def create_partial(self, *args: Any, **kwargs: Any) -> Any:
+        """Streams partial objects from the provider; never cached."""
+        return self.client.create_partial(*args, **kwargs)
+
+    def create_iterable(self, *args: Any, **kwargs: Any) -> Any:
+        """Streams objects from the provider; never cached."""
+        return self.client.create_iterable(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+class CachedInstructor(_Wrapper):
+    """A synchronous instructor client with a semantic cache in front of it."""
 
     @property
     def chat(self) -> CachedInstructor:
@@ -125,7 +157,7 @@ class CachedInstructor:
 
     def create(
         self,
-        response_model: Any,
+        response_model: type[T],
         messages: Any,
         max_retries: Any = 3,
         context: dict[str, Any] | None = None,
@@ -136,23 +168,23 @@ class CachedInstructor:
         semcache_write: bool = True,
         semcache_ttl: float | None = None,
         **kwargs: Any,
-    ) -> Any:
+    ) -> T:
         """Like instructor's ``create``: the cached answer, or the provider's (then stored)."""
         plan = self._calls.plan(
             response_model, messages, context, strict, kwargs,
             semcache_threshold, semcache_read, semcache_write, semcache_ttl,
         )  # fmt: skip
         if plan is None:
-            return self.client.create(
+            return self.client.create(  # type: ignore[no-any-return]
                 response_model=response_model, messages=messages, max_retries=max_retries,
                 context=context, strict=strict, **kwargs,
             )  # fmt: skip
-        return self._cached(plan, messages, max_retries, kwargs)[0]
+        return self._cached(plan, messages, max_retries, kwargs)[0]  # type: ignore[no-any-return]
 
     def create_with_completion(
         self,
         messages: Any,
-        response_model: Any,
+        response_model: type[T],
         max_retries: Any = 3,
         context: dict[str, Any] | None = None,
         strict: bool = True,
@@ -162,7 +194,7 @@ class CachedInstructor:
         semcache_write: bool = True,
         semcache_ttl: float | None = None,
         **kwargs: Any,
-    ) -> tuple[Any, Any]:
+    ) -> tuple[T, Any]:
         """Like instructor's ``create_with_completion``; on a hit the completion is the stored one,
         restored as nested ``SimpleNamespace``."""
         plan = self._calls.plan(
@@ -179,9 +211,9 @@ class CachedInstructor:
     def _cached(
         self, plan: Plan, messages: Any, max_retries: Any, kwargs: dict[str, Any]
     ) -> tuple[Any, Any]:
-        hit = self.cache.serve(plan)
+        hit = self.pipeline.serve(plan)
         if hit is not None:
-            if self.cache.shadow.sample(hit):
+            if self.pipeline.shadow.sample(hit):
                 self._shadow_pool().submit(
                     self._shadow, hit, messages, plan, max_retries, dict(kwargs)
                 )
@@ -190,7 +222,7 @@ class CachedInstructor:
             messages=messages, response_model=plan.response_model, max_retries=max_retries,
             context=plan.context, strict=plan.strict, **kwargs,
         )  # fmt: skip
-        self.cache.save(plan, value, completion)
+        self.pipeline.save(plan, value, completion)
         return value, completion
 
     def _shadow_pool(self) -> ThreadPoolExecutor:
@@ -208,7 +240,7 @@ class CachedInstructor:
                 messages=messages, response_model=plan.response_model, max_retries=max_retries,
                 context=plan.context, strict=plan.strict, **kwargs,
             )  # fmt: skip
-            self.cache.record_shadow(hit, fresh)
+            self.pipeline.record_shadow(hit, fresh)
         except Exception as exc:  # a shadow call must never surface to the app
             logger.debug("semcache: shadow verification failed: %s", exc)
 
@@ -219,24 +251,25 @@ class CachedInstructor:
         if pool is not None:
             pool.shutdown(wait=timeout is None or timeout > 0)
 
-    def create_partial(self, *args: Any, **kwargs: Any) -> Any:
-        """Streams partial objects from the provider; never cached."""
-        return self.client.create_partial(*args, **kwargs)
 
-    def create_iterable(self, *args: Any, **kwargs: Any) -> Any:
-        """Streams objects from the provider; never cached."""
-        return self.client.create_iterable(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.client, name)
-
-
-class AsyncCachedInstructor(CachedInstructor):
+class AsyncCachedInstructor(_Wrapper):
     """An asynchronous instructor client with a semantic cache in front of it."""
 
-    async def create(  # type: ignore[override]
+    @property
+    def chat(self) -> AsyncCachedInstructor:
+        return self
+
+    @property
+    def completions(self) -> AsyncCachedInstructor:
+        return self
+
+    @property
+    def messages(self) -> AsyncCachedInstructor:
+        return self
+
+    async def create(
         self,
-        response_model: Any,
+        response_model: type[T],
         messages: Any,
         max_retries: Any = 3,
         context: dict[str, Any] | None = None,
@@ -247,23 +280,23 @@ class AsyncCachedInstructor(CachedInstructor):
         semcache_write: bool = True,
         semcache_ttl: float | None = None,
         **kwargs: Any,
-    ) -> Any:
+    ) -> T:
         """Like instructor's async ``create``."""
         plan = self._calls.plan(
             response_model, messages, context, strict, kwargs,
             semcache_threshold, semcache_read, semcache_write, semcache_ttl,
         )  # fmt: skip
         if plan is None:
-            return await self.client.create(
+            return await self.client.create(  # type: ignore[no-any-return]
                 response_model=response_model, messages=messages, max_retries=max_retries,
                 context=context, strict=strict, **kwargs,
             )  # fmt: skip
-        return (await self._acached(plan, messages, max_retries, kwargs))[0]
+        return (await self._acached(plan, messages, max_retries, kwargs))[0]  # type: ignore[no-any-return]
 
-    async def create_with_completion(  # type: ignore[override]
+    async def create_with_completion(
         self,
         messages: Any,
-        response_model: Any,
+        response_model: type[T],
         max_retries: Any = 3,
         context: dict[str, Any] | None = None,
         strict: bool = True,
@@ -273,7 +306,7 @@ class AsyncCachedInstructor(CachedInstructor):
         semcache_write: bool = True,
         semcache_ttl: float | None = None,
         **kwargs: Any,
-    ) -> tuple[Any, Any]:
+    ) -> tuple[T, Any]:
         """Like instructor's async ``create_with_completion``."""
         plan = self._calls.plan(
             response_model, messages, context, strict, kwargs,
@@ -289,9 +322,9 @@ class AsyncCachedInstructor(CachedInstructor):
     async def _acached(
         self, plan: Plan, messages: Any, max_retries: Any, kwargs: dict[str, Any]
     ) -> tuple[Any, Any]:
-        hit = await asyncio.to_thread(self.cache.serve, plan)
+        hit = await asyncio.to_thread(self.pipeline.serve, plan)
         if hit is not None:
-            if self.cache.shadow.sample(hit):
+            if self.pipeline.shadow.sample(hit):
                 task = asyncio.create_task(
                     self._ashadow(hit, messages, plan, max_retries, dict(kwargs))
                 )
@@ -302,7 +335,7 @@ class AsyncCachedInstructor(CachedInstructor):
             messages=messages, response_model=plan.response_model, max_retries=max_retries,
             context=plan.context, strict=plan.strict, **kwargs,
         )  # fmt: skip
-        await asyncio.to_thread(self.cache.save, plan, value, completion)
+        await asyncio.to_thread(self.pipeline.save, plan, value, completion)
         return value, completion
 
     async def _ashadow(
@@ -313,7 +346,7 @@ class AsyncCachedInstructor(CachedInstructor):
                 messages=messages, response_model=plan.response_model, max_retries=max_retries,
                 context=plan.context, strict=plan.strict, **kwargs,
             )  # fmt: skip
-            await asyncio.to_thread(self.cache.record_shadow, hit, fresh)
+            await asyncio.to_thread(self.pipeline.record_shadow, hit, fresh)
         except Exception as exc:
             logger.debug("semcache: shadow verification failed: %s", exc)
 
@@ -335,9 +368,8 @@ def _reject_async_validators(response_model: Any) -> None:
     if not isinstance(response_model, type):
         return
     if response_model not in _CHECKED:
-        try:
-            from instructor.v2.validation.async_validators import reject_async_validators
-        except ImportError:  # an instructor without the check
+        reject_async_validators = internals.async_validator_check()
+        if reject_async_validators is None:  # an instructor without the check
             _CHECKED[response_model] = None
             return
         try:
@@ -359,20 +391,7 @@ def _default_model(client: Any) -> str | None:
     found = getattr(client, "default_model", None)
     if isinstance(found, str):
         return found
-    fn = getattr(client, "create_fn", None)
-    code, closure = getattr(fn, "__code__", None), getattr(fn, "__closure__", None)
-    if code is None or not closure:
-        return None
-    for name, cell in zip(code.co_freevars, closure, strict=False):
-        if name == "default_model":
-            try:
-                value = cell.cell_contents
-            except ValueError:  # an empty cell
-                return None
-            return value if isinstance(value, str) else None
-    return None
+    return internals.closure_default_model(getattr(client, "create_fn", None))
 
 
-def _value(item: Any) -> str:
-    """An enum's value (instructor's Mode and Provider), or the string form of anything else."""
-    return str(getattr(item, "value", item))
+CachedClient: TypeAlias = CachedInstructor | AsyncCachedInstructor

@@ -28,61 +28,24 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from instructor.cache import BaseCache
 
 from semcache.errors import SemcacheError, UsageError
-from semcache.store import Store
-
-if TYPE_CHECKING:
-    from semcache.cache import SemanticCache
+from semcache.pipeline import Front
+from semcache.storage import SQLiteStore, open_store
+from semcache.storage.instructor_table import (
+    BUMP_COUNTER,
+    HITS_COUNTER,
+    MISSES_COUNTER,
+    SCHEMA,
+    TABLE,
+    InstructorCacheStats,
+    instructor_cache_stats,
+)
 
 logger = logging.getLogger("semcache")
-
-TABLE = "instructor_cache"
-HITS_COUNTER = "instructor_cache_hits"
-MISSES_COUNTER = "instructor_cache_misses"
-
-# Created here, not in store.py: the table belongs to this integration, and a file that never
-# used it does not carry it. Idempotent, so every process may run it on open.
-SCHEMA = (
-    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
-        key TEXT PRIMARY KEY,
-        value TEXT NOT NULL,
-        created_at REAL,
-        expires_at REAL,
-        hits INTEGER
-    )""",
-    # Reclaiming expired rows on every write must not scan the table.
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_expires ON {TABLE} (expires_at)",
-)
-
-_BUMP = (
-    "INSERT INTO counters (name, value) VALUES (?, 1) "
-    "ON CONFLICT(name) DO UPDATE SET value = value + 1"
-)
-
-
-@dataclass(frozen=True)
-class InstructorCacheStats:
-    """What the ``instructor_cache`` table holds, and how often it answered.
-
-    ``entries`` are live rows; ``expired`` rows are past their TTL, never served, and deleted on the
-    next write. ``hits`` and ``misses`` are totals since the file was created, across processes.
-    """
-
-    entries: int
-    expired: int
-    hits: int
-    misses: int
-
-    @property
-    def hit_rate(self) -> float:
-        """Hits over lookups; 0.0 before the first lookup."""
-        lookups = self.hits + self.misses
-        return self.hits / lookups if lookups else 0.0
 
 
 class SQLiteCache(BaseCache):
@@ -106,7 +69,7 @@ class SQLiteCache(BaseCache):
 
     def __init__(
         self,
-        target: str | os.PathLike[str] | Store | SemanticCache,
+        target: str | os.PathLike[str] | SQLiteStore | Front,
         *,
         busy_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
@@ -114,10 +77,10 @@ class SQLiteCache(BaseCache):
         self._clock = clock
         self._owned = False
         store = getattr(target, "db", target)
-        if isinstance(store, Store):
+        if isinstance(store, SQLiteStore):
             self._store = store
         elif isinstance(target, (str, os.PathLike)):
-            self._store = Store(target, busy_timeout=busy_timeout)
+            self._store = open_store(target, busy_timeout=busy_timeout)
             self._owned = True
         else:
             raise UsageError(
@@ -153,12 +116,12 @@ class SQLiteCache(BaseCache):
                     conn.execute(f"DELETE FROM {TABLE} WHERE key = ?", (key,))
                     row = None
                 if row is None:
-                    conn.execute(_BUMP, (MISSES_COUNTER,))
+                    conn.execute(BUMP_COUNTER, (MISSES_COUNTER,))
                     return None
                 conn.execute(
                     f"UPDATE {TABLE} SET hits = coalesce(hits, 0) + 1 WHERE key = ?", (key,)
                 )
-                conn.execute(_BUMP, (HITS_COUNTER,))
+                conn.execute(BUMP_COUNTER, (HITS_COUNTER,))
                 return str(row[0])
         except (SemcacheError, sqlite3.Error) as exc:
             logger.warning(
@@ -234,7 +197,7 @@ class SQLiteCache(BaseCache):
         return row is not None and (row[0] is None or row[0] > self._clock())
 
     @property
-    def db(self) -> Store:
+    def db(self) -> SQLiteStore:
         """The underlying store (shared with a ``SemanticCache`` when built from one)."""
         return self._store
 
@@ -248,37 +211,6 @@ class SQLiteCache(BaseCache):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def instructor_cache_stats(store: Store, *, now: float | None = None) -> InstructorCacheStats:
-    """The ``instructor_cache`` counts of any semcache file, for ``semcache stats``.
-
-    Read-only: on a file that never used the integration it reports zeros without creating the
-    table.
-    """
-    conn = store.connection()
-    now = time.time() if now is None else now
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)
-    ).fetchone()
-    live = expired = 0
-    if exists:
-        live, expired = conn.execute(
-            f"SELECT coalesce(sum(expires_at IS NULL OR expires_at > ?), 0), "
-            f"coalesce(sum(expires_at IS NOT NULL AND expires_at <= ?), 0) FROM {TABLE}",
-            (now, now),
-        ).fetchone()
-    counters = dict(
-        conn.execute(
-            "SELECT name, value FROM counters WHERE name IN (?, ?)", (HITS_COUNTER, MISSES_COUNTER)
-        ).fetchall()
-    )
-    return InstructorCacheStats(
-        entries=int(live),
-        expired=int(expired),
-        hits=int(counters.get(HITS_COUNTER, 0)),
-        misses=int(counters.get(MISSES_COUNTER, 0)),
-    )
 
 
 def _json_text(value: Any) -> str | None:

@@ -14,10 +14,10 @@
 
 from __future__ import annotations
 
+from semcache.verifiers.base import Verifier
 from semcache.verifiers.crossencoder import CrossEncoderVerifier
 from semcache.verifiers.learned import LearnedVerifier
 from semcache.verifiers.rules import CHECKS, DEFAULT_CHECKS, RuleVerifier
-from semcache.verify import Verifier
 
 __all__ = [
     "CHECKS",

@@ -14,7 +14,7 @@ import math
 import threading
 from typing import Any
 
-from semcache.verify import ACCEPT, Verdict
+from semcache.verifiers.base import ACCEPT, Verdict
 
 
 class CrossEncoderVerifier:

@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from semcache.verifiers.base import ACCEPT, Verdict
 from semcache.verifiers.features import DESCRIPTIONS, FEATURES, pair_features
-from semcache.verify import ACCEPT, Verdict
 
 WEIGHTS_PATH = Path(__file__).with_name("learned.json")
 FORMAT = 1

@@ -20,9 +20,9 @@ from difflib import SequenceMatcher
 from itertools import combinations
 
 from semcache.verifiers import lexicon as lx
+from semcache.verifiers.base import ACCEPT, Verdict
 from semcache.verifiers.structure import check_role
 from semcache.verifiers.text import BREAKS, Analysis, analyze
-from semcache.verify import ACCEPT, Verdict
 
 Check = Callable[[Analysis, Analysis], "str | None"]
 

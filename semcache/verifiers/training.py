@@ -28,7 +28,7 @@ from semcache.verifiers.learned import FORMAT, WEIGHTS_PATH, load_weights
 if TYPE_CHECKING:
     import numpy as np
 
-    from semcache.embedding import Embedder
+    from semcache.embedding.base import Embedder
 
 # Prior knowledge the fit must respect: a difference never makes "same meaning" more likely
 # (-1: weight <= 0), a similarity never makes it less likely (+1: weight >= 0). A feature whose
@@ -181,7 +181,7 @@ def build(
     rows = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
     rows = [r for r in rows if r.get("split") == "train"]
     if embedder is None:
-        from semcache.embedding import SentenceTransformerEmbedder
+        from semcache.embedding.torch_runtime import SentenceTransformerEmbedder
 
         embedder = SentenceTransformerEmbedder()
     texts = sorted({t for r in rows for t in (r["a"], r["b"])})

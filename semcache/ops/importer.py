@@ -1,4 +1,4 @@
-"""Import an export folder (``semcache.export_format``) into a cache: all or nothing.
+"""Import an export folder (``semcache.ops.export_format``) into a cache: all or nothing.
 
 An import verifies the format version and every checksum, and parses every record and vector,
 before it writes; then it inserts in one transaction. A corrupted folder (``ExportError``), any
@@ -18,10 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from semcache.admin import entry_columns
-from semcache.cache import SemanticCache
 from semcache.errors import ConfigMismatchError, ExportError
-from semcache.export_format import (
+from semcache.ops.export_format import (
     INSTRUCTOR_FILE,
     THRESHOLDS_FILE,
     bar,
@@ -31,8 +29,9 @@ from semcache.export_format import (
     table_columns,
     verify_export,
 )
-from semcache.integrations import instructor_cache
-from semcache.store import Store
+from semcache.pipeline import Front
+from semcache.storage import instructor_table as instructor_cache
+from semcache.storage.sqlite import SQLiteStore
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ class ImportReport:
 
 def import_export(
     folder: str | os.PathLike[str],
-    cache: SemanticCache,
+    cache: Front,
     *,
     scopes: Iterable[str] | None = None,
     namespaces: Iterable[str] | None = None,
@@ -94,19 +93,19 @@ def import_export(
     store = cache.db
     known = _existing_keys(store, [r["exact_key"] for r in selected])
     todo = [r for r in selected if r["exact_key"] not in known]
-    if manifest["embedder"]["name"] == cache.embedder.name:
+    if manifest["embedder"]["name"] == cache.pipeline.embedder.name:
         dimension = manifest["embedder"]["dimension"]
         re_embedded = 0
     else:
         vector_of = _re_embed(cache, todo, batch_size, progress)
-        dimension = cache.embedder.dimension if vector_of else None
+        dimension = cache.pipeline.embedder.dimension if vector_of else None
         re_embedded = len(vector_of)
     recorded = store.settings().get("embedder_dimension")
     if recorded and dimension and vector_of and int(recorded) != dimension:
         raise ConfigMismatchError(
             f"the export's vectors have dimension {dimension}, the target cache {recorded}"
         )
-    target_columns = entry_columns(store)
+    target_columns = store.columns("entries")
     columns = [c for c in manifest["columns"] if c in target_columns and c != "id"]
     dropped = [c for c in manifest["columns"] if c not in target_columns]
     sql = (
@@ -224,10 +223,10 @@ def _merge_thresholds(conn: Any, root: Path, scopes: set[str]) -> int:
 
 
 def _re_embed(
-    cache: SemanticCache, records: list[dict[str, Any]], batch_size: int, progress: bool | None
+    cache: Front, records: list[dict[str, Any]], batch_size: int, progress: bool | None
 ) -> dict[int, np.ndarray]:
     """Embed the prompts with the target's model, as the cache would have when storing them."""
-    embedder = cache.embedder
+    embedder = cache.pipeline.embedder
     texts = [
         (int(r["id"]), r["prompt"])
         for r in records
@@ -243,7 +242,7 @@ def _re_embed(
     return out
 
 
-def _existing_keys(store: Store, keys: list[str]) -> set[str]:
+def _existing_keys(store: SQLiteStore, keys: list[str]) -> set[str]:
     found: set[str] = set()
     conn = store.connection()
     for start in range(0, len(keys), 500):

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from semcache.embedding import DEFAULT_MODEL_NAME
+from semcache.embedding.base import DEFAULT_MODEL_NAME
 from semcache.errors import EmbedderError
 
 logger = logging.getLogger("semcache")

@@ -2,7 +2,7 @@
 
 Everything here works on a ``Store`` and never loads the embedding model (except ``nearest``, which
 is handed an embedder), so the CLI commands built on it start without importing torch. Verifying
-and repairing a file is ``semcache.check``; the audit log is ``semcache.audit_log``. Columns are
+and repairing a file is ``semcache.ops.check``; the audit log is ``semcache.ops.audit_log``. Columns are
 read with ``PRAGMA table_info`` where a function carries whole rows, because the ``entries`` table
 grows columns over time (``expires_at``, ...) and maintenance code must not silently drop them.
 All SQL is parameterized; every write goes through ``store.transaction()``.
@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from semcache.cache import DEFAULT_THRESHOLD
-from semcache.embedding import Embedder
+from semcache.embedding.base import Embedder
 from semcache.errors import EntryNotFoundError, UsageError
-from semcache.integrations.instructor_cache import instructor_cache_stats
 from semcache.keys import schema_fingerprint
-from semcache.store import Store
+from semcache.pipeline import DEFAULT_THRESHOLD
+from semcache.storage.instructor_table import instructor_cache_stats
+from semcache.storage.sqlite import SQLiteStore
 
 SORTS = ("recent", "hits", "created", "id")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -93,13 +93,7 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
-def entry_columns(store: Store) -> list[str]:
-    """The columns of ``entries`` in this file, in table order (other versions add columns)."""
-    rows = store.connection().execute("PRAGMA table_info(entries)").fetchall()
-    return [str(row[1]) for row in rows]
-
-
-def stats(store: Store) -> dict[str, Any]:
+def stats(store: SQLiteStore) -> dict[str, Any]:
     """File-wide numbers from SQLite alone: no model, no index.
 
     Besides the entries and counters: how many scopes have a persisted threshold, the
@@ -147,7 +141,11 @@ def stats(store: Store) -> dict[str, Any]:
 
 
 def list_entries(
-    store: Store, flt: EntryFilter | None = None, *, sort: str = "recent", limit: int | None = 50
+    store: SQLiteStore,
+    flt: EntryFilter | None = None,
+    *,
+    sort: str = "recent",
+    limit: int | None = 50,
 ) -> list[dict[str, Any]]:
     """Entries matching ``flt``: ``recent`` = latest hit or creation first, ``hits`` = most hit."""
     order = {
@@ -158,7 +156,7 @@ def list_entries(
     }.get(sort)
     if order is None:
         raise UsageError(f"sort must be one of {', '.join(SORTS)}, not {sort!r}")
-    where, params = (flt or EntryFilter()).where(entry_columns(store))
+    where, params = (flt or EntryFilter()).where(store.columns("entries"))
     sql = (
         "SELECT id, scope, namespace, model, schema_name, prompt, hits, total_tokens, "
         "embedding IS NOT NULL AS embedded, created_at, last_hit_at "
@@ -175,7 +173,7 @@ def list_entries(
     return rows
 
 
-def get_entry(store: Store, entry_id: int) -> dict[str, Any]:
+def get_entry(store: SQLiteStore, entry_id: int) -> dict[str, Any]:
     """Every column of one entry; the embedding blob is summarized as its dimension and norm."""
     cursor = store.connection().execute("SELECT * FROM entries WHERE id = ?", (entry_id,))
     row = cursor.fetchone()
@@ -208,7 +206,7 @@ def load_model_class(spec: str) -> type[BaseModel]:
 
 
 def prune(
-    store: Store,
+    store: SQLiteStore,
     flt: EntryFilter,
     *,
     invalid_for: type[BaseModel] | None = None,
@@ -225,7 +223,7 @@ def prune(
         raise UsageError("prune needs at least one criterion (age, scope, schema, never-hit, ...)")
     if invalid_for is not None and flt.schema_name is None:
         flt = dataclasses.replace(flt, schema_name=schema_fingerprint(invalid_for)[1])
-    where, params = flt.where(entry_columns(store))
+    where, params = flt.where(store.columns("entries"))
     with store.transaction() as conn:
         rows = conn.execute(
             f"SELECT id, response_json, request_json FROM entries WHERE {where} ORDER BY id",
@@ -237,7 +235,7 @@ def prune(
     return ids
 
 
-def vacuum(store: Store) -> dict[str, int]:
+def vacuum(store: SQLiteStore) -> dict[str, int]:
     """Reclaim the space of deleted entries. VACUUM cannot run inside a transaction, so it is the
     one write here outside ``store.transaction()``; SQLite makes it atomic on its own."""
     before = _file_bytes(store)
@@ -264,9 +262,9 @@ class Neighbour:
     prompt: str | None
 
 
-def scopes(store: Store, flt: EntryFilter | None = None) -> list[dict[str, Any]]:
+def scopes(store: SQLiteStore, flt: EntryFilter | None = None) -> list[dict[str, Any]]:
     """The scopes holding entries that match ``flt``, with their entry and hit counts."""
-    where, params = (flt or EntryFilter()).where(entry_columns(store))
+    where, params = (flt or EntryFilter()).where(store.columns("entries"))
     cursor = store.connection().execute(
         "SELECT scope, namespace, model, schema_name, count(*) AS entries, "
         f"count(embedding) AS embedded, sum(hits) AS hits FROM entries WHERE {where} "
@@ -278,7 +276,7 @@ def scopes(store: Store, flt: EntryFilter | None = None) -> list[dict[str, Any]]
 
 
 def nearest(
-    store: Store,
+    store: SQLiteStore,
     embedder: Embedder,
     text: str,
     *,
@@ -293,7 +291,7 @@ def nearest(
     ``threshold`` each verdict uses the threshold the cache would apply: the one persisted for
     the scope, else for the schema, else for the file, else ``DEFAULT_THRESHOLD``.
     """
-    from semcache.index import VectorIndex
+    from semcache.index.vector_index import VectorIndex
 
     persisted = store.thresholds()
 
@@ -368,7 +366,7 @@ def _marks(items: list[Any]) -> str:
     return ",".join("?" * len(items))
 
 
-def _file_bytes(store: Store) -> int:
+def _file_bytes(store: SQLiteStore) -> int:
     """Size of the database and its WAL on disk (pages in use for a memory database)."""
     if store.path is None:
         conn = store.connection()

@@ -16,7 +16,7 @@ from collections import Counter
 from typing import Any
 
 from semcache.errors import SemcacheError
-from semcache.store import Store
+from semcache.storage.base import Store
 
 logger = logging.getLogger("semcache")
 

@@ -1,14 +1,15 @@
 """Bookkeeping tables of a cache file: counters, hit counts, vetoes, the audit log, thresholds,
-feedback and shadow checks. A mixin of ``Store``: every write goes through its ``transaction()``."""
+feedback and shadow checks. ``SQLiteStore`` holds one ``Bookkeeping`` over its own connections, so
+every write goes through the store's one ``transaction()``."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -20,16 +21,19 @@ _LOG_INSERTS = {
 }
 
 
+class Connections(Protocol):
+    """What bookkeeping needs of a SQLite store: this thread's connection and one write transaction."""
+
+    def connection(self) -> sqlite3.Connection: ...
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+
 class Bookkeeping:
     """Reads and writes of the tables beside ``entries``."""
 
-    def connection(self) -> sqlite3.Connection:
-        raise NotImplementedError
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        raise NotImplementedError
-        yield  # pragma: no cover
+    def __init__(self, db: Connections) -> None:
+        self._db = db
 
     # -- hit bookkeeping --------------------------------------------------------------------
 
@@ -44,7 +48,7 @@ class Bookkeeping:
         rows = rows or {}
         if not hits and not any(counters.values()) and not any(rows.values()):
             return
-        with self.transaction() as conn:
+        with self._db.transaction() as conn:
             for table, table_rows in rows.items():
                 if table_rows:
                     conn.executemany(_LOG_INSERTS[table], table_rows)
@@ -61,7 +65,7 @@ class Bookkeeping:
 
     def trim_audit(self, *, older_than: float | None, max_rows: int | None) -> int:
         """Apply the audit log's retention: drop rows older than a time and beyond a row count."""
-        with self.transaction() as conn:
+        with self._db.transaction() as conn:
             removed = 0
             if older_than is not None:
                 removed += conn.execute(
@@ -78,11 +82,11 @@ class Bookkeeping:
     # -- thresholds and feedback --------------------------------------------------------------
 
     def thresholds(self) -> dict[str, float]:
-        rows = self.connection().execute("SELECT target, threshold FROM thresholds").fetchall()
+        rows = self._db.connection().execute("SELECT target, threshold FROM thresholds").fetchall()
         return {str(t): float(v) for t, v in rows}
 
     def set_threshold(self, target: str, threshold: float | None, source: str) -> None:
-        with self.transaction() as conn:
+        with self._db.transaction() as conn:
             if threshold is None:
                 conn.execute("DELETE FROM thresholds WHERE target = ?", (target,))
             else:
@@ -105,7 +109,7 @@ class Bookkeeping:
         note: str,
     ) -> None:
         blob = None if embedding is None else np.ascontiguousarray(embedding, "<f4").tobytes()
-        with self.transaction() as conn:
+        with self._db.transaction() as conn:
             conn.execute(
                 "INSERT INTO feedback (created_at, entry_id, scope, query, candidate, similarity, "
                 "query_embedding, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -118,7 +122,7 @@ class Bookkeeping:
             return {}
         marks = ",".join("?" * len(entry_ids))
         rows = (
-            self.connection()
+            self._db.connection()
             .execute(
                 f"SELECT entry_id, query_embedding FROM feedback WHERE entry_id IN ({marks}) "
                 "AND query_embedding IS NOT NULL",
@@ -135,7 +139,7 @@ class Bookkeeping:
     def add_shadow(
         self, scope: str, entry_id: int, similarity: float, agree: bool, fields: list[str]
     ) -> None:
-        with self.transaction() as conn:
+        with self._db.transaction() as conn:
             conn.execute(
                 "INSERT INTO shadow (created_at, scope, entry_id, similarity, agree, "
                 "differing_fields) VALUES (?, ?, ?, ?, ?, ?)",
@@ -145,7 +149,7 @@ class Bookkeeping:
     def shadow_counts(self) -> dict[str, tuple[int, int, float | None]]:
         """Per scope: (samples, agreements, highest similarity of a disagreement)."""
         rows = (
-            self.connection()
+            self._db.connection()
             .execute(
                 "SELECT scope, count(*), sum(agree), max(CASE WHEN agree = 0 THEN similarity END) "
                 "FROM shadow GROUP BY scope"
@@ -155,5 +159,5 @@ class Bookkeeping:
         return {str(s): (int(n), int(a), None if m is None else float(m)) for s, n, a, m in rows}
 
     def counters(self) -> dict[str, int]:
-        rows = self.connection().execute("SELECT name, value FROM counters").fetchall()
+        rows = self._db.connection().execute("SELECT name, value FROM counters").fetchall()
         return {str(name): int(value) for name, value in rows}

@@ -26,15 +26,12 @@ import logging
 import math
 import typing
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
 
 from semcache.errors import UsageError
-
-if TYPE_CHECKING:
-    from semcache.cache import SemanticCache
-    from semcache.engine import Plan
+from semcache.pipeline import Front, Plan
 
 logger = logging.getLogger("semcache")
 
@@ -46,7 +43,7 @@ _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONL
 
 
 def memoize(
-    cache: SemanticCache,
+    cache: Front,
     *,
     text: TextSource,
     namespace: str | None = None,
@@ -78,7 +75,7 @@ def memoize(
                 plan = memo.plan(args, kwargs)
                 if plan is None:
                     return await fn(*args, **kwargs)
-                hit = await asyncio.to_thread(cache.serve, plan)
+                hit = await asyncio.to_thread(cache.pipeline.serve, plan)
                 if hit is not None:
                     return hit.value
                 value = await fn(*args, **kwargs)
@@ -92,7 +89,7 @@ def memoize(
             plan = memo.plan(args, kwargs)
             if plan is None:
                 return fn(*args, **kwargs)
-            hit = cache.serve(plan)
+            hit = cache.pipeline.serve(plan)
             if hit is not None:
                 return hit.value
             value = fn(*args, **kwargs)
@@ -109,7 +106,7 @@ class _Memo:
 
     def __init__(
         self,
-        cache: SemanticCache,
+        cache: Front,
         fn: Callable[..., Any],
         text: TextSource,
         namespace: str | None,
@@ -146,7 +143,7 @@ class _Memo:
         params: dict[str, Any] = {"arguments": rest}
         if self.namespace is not None:
             params["memoize_namespace"] = self.namespace
-        return self.cache.plan(
+        return self.cache.pipeline.plan(
             messages=[{"role": "user", "content": text}],
             response_model=self.response_model,
             model=self.model,
@@ -160,7 +157,7 @@ class _Memo:
 
     def save(self, plan: Plan, value: Any) -> None:
         if isinstance(value, self.response_model):
-            self.cache.save(plan, value, None)
+            self.cache.pipeline.save(plan, value, None)
         else:
             logger.debug(
                 "semcache: %s returned a %s, not a %s; not cached",

@@ -1,4 +1,5 @@
-"""The SQLite store: the source of truth for entries, their embeddings, settings and counters.
+"""The SQLite store (``SQLiteStore``, the ``Store`` protocol on one file): the source of truth for
+entries, their embeddings, settings and counters.
 
 Plain tables with JSON in text columns, so ``sqlite3`` and Datasette users can read a cache file.
 The FAISS index is derived from the ``embedding`` column and can always be rebuilt from it.
@@ -20,17 +21,18 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sqlite_utils
 
-from semcache.bookkeeping import Bookkeeping
 from semcache.errors import ConfigMismatchError, LockTimeoutError, StoreError
-from semcache.models import StoredEntry
-from semcache.schema import ADDED_COLUMNS, ADDED_INDEXES, FORMAT_VERSION, SCHEMA, VIEWS
+from semcache.storage.base import NewEntry
+from semcache.storage.bookkeeping import Bookkeeping
+from semcache.storage.location import sqlite_target
+from semcache.storage.schema import ADDED_COLUMNS, ADDED_INDEXES, FORMAT_VERSION, SCHEMA, VIEWS
+from semcache.types import StoredEntry
 
 _ENTRY_COLUMNS = "id, exact_key, scope, prompt, response_json, raw_json, total_tokens"
 _CANDIDATE_COLUMNS = _ENTRY_COLUMNS + ", embedding"
@@ -39,37 +41,19 @@ EXPIRED = "expires_at IS NOT NULL AND expires_at <= ?"
 RECENCY = "coalesce(last_hit_at, created_at), id"
 
 
-@dataclass(frozen=True)
-class NewEntry:
-    """What the cache writes for one answered request."""
-
-    exact_key: str
-    scope: str
-    namespace: str
-    model: str | None
-    schema_name: str
-    prompt: str | None
-    request_json: str
-    response_json: str
-    raw_json: str | None
-    usage_json: str | None
-    total_tokens: int
-    embedding: np.ndarray | None
-    expires_at: float | None = None
-
-
-class Store(Bookkeeping):
+class SQLiteStore:
     """SQLite access for one cache file (or a private in-memory database for ``":memory:"``)."""
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
         self.busy_timeout = busy_timeout
-        if str(path) == ":memory:":
+        target = sqlite_target(path)  # a URL of another engine is an error, never a file name
+        if target == ":memory:":
             # A named shared-cache memory database, so every thread's connection sees the same data.
             self._target = f"file:semcache-{uuid.uuid4().hex}?mode=memory&cache=shared"
             self._uri = True
             self.path: Path | None = None
         else:
-            self.path = Path(path)
+            self.path = Path(target)
             self._target = str(self.path)
             self._uri = False
             _create_private(self.path)
@@ -77,6 +61,7 @@ class Store(Bookkeeping):
         self._closed = False
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        self._books = Bookkeeping(self)
         # The first connection of a memory database keeps it alive for the cache's lifetime.
         self._keepalive = self.connection()
         try:
@@ -305,6 +290,58 @@ class Store(Bookkeeping):
 
     def count(self) -> int:
         return int(self.connection().execute("SELECT count(*) FROM entries").fetchone()[0])
+
+    # -- bookkeeping (``semcache.storage.bookkeeping``), through this store's transactions ----
+
+    def record(
+        self,
+        hits: Mapping[int, tuple[int, float]],
+        counters: Mapping[str, int],
+        rows: Mapping[str, Sequence[tuple[Any, ...]]] | None = None,
+    ) -> None:
+        self._books.record(hits, counters, rows)
+
+    def trim_audit(self, *, older_than: float | None, max_rows: int | None) -> int:
+        return self._books.trim_audit(older_than=older_than, max_rows=max_rows)
+
+    def counters(self) -> dict[str, int]:
+        return self._books.counters()
+
+    def thresholds(self) -> dict[str, float]:
+        return self._books.thresholds()
+
+    def set_threshold(self, target: str, threshold: float | None, source: str) -> None:
+        self._books.set_threshold(target, threshold, source)
+
+    def add_feedback(
+        self,
+        entry_id: int,
+        scope: str,
+        query: str | None,
+        candidate: str | None,
+        similarity: float | None,
+        embedding: np.ndarray | None,
+        note: str,
+    ) -> None:
+        self._books.add_feedback(entry_id, scope, query, candidate, similarity, embedding, note)
+
+    def wrong_queries(self, entry_ids: list[int], dimension: int) -> dict[int, np.ndarray]:
+        return self._books.wrong_queries(entry_ids, dimension)
+
+    def add_shadow(
+        self, scope: str, entry_id: int, similarity: float, agree: bool, fields: list[str]
+    ) -> None:
+        self._books.add_shadow(scope, entry_id, similarity, agree, fields)
+
+    def shadow_counts(self) -> dict[str, tuple[int, int, float | None]]:
+        return self._books.shadow_counts()
+
+    # -- introspection (sqlite-utils): for check, ls and export, never on the hot path -------
+
+    def columns(self, table: str) -> list[str]:
+        """The columns of ``table`` in this file, in table order (other versions add columns);
+        empty when the file has no such table."""
+        return list(sqlite_utils.Database(self.connection())[table].columns_dict)
 
 
 def _insert(conn: sqlite3.Connection, entry: NewEntry, now: float) -> tuple[int, int | None]:

@@ -1,38 +1,56 @@
-"""The lookup pipeline behind ``SemanticCache``: exact tier, scoped search, verification,
-rehydration, storing, and the periodic maintenance that keeps the file tidy.
+"""The lookup pipeline: one lookup and one store, written once for every caller.
 
-``SemanticCache`` (``semcache.cache``) is the public face: arguments, the direct API, statistics
-and lifecycle. This module holds what happens inside one lookup or one store, written once for
-the sync and async wrappers, which both go through ``SemanticCache.plan``/``serve``/``save``.
-It is the only place that combines the store, the embedder, the index and the verifier.
+``SemanticCache`` (``semcache.cache``) is the public face; it builds one ``Pipeline`` and hands it
+the store, the embedder and the verifier. The instructor wrappers (sync and async), ``memoize``, the
+direct API and bulk loading all go through ``plan``/``serve``/``save`` here. This is the only
+place that combines the store, the embedder, the index and the verifier.
+
+A lookup tries the exact tier first (one indexed read, nothing embedded), then embeds the request's
+variable text and asks the FAISS index of the request's scope for its nearest entries. Each
+candidate's similarity is recomputed from the float32 vector in storage, and that number alone
+decides a hit (``similarity >= threshold``) and is what ``CacheHit.similarity`` reports. A candidate
+must also pass feedback and the verifier, and its stored JSON must still validate against the
+*current* response_model; anything else is a miss.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel
 
-from semcache import index_file, lifecycle
-from semcache.embedding import Embedder
-from semcache.events import EventBus, EvictEvent, StoreEvent, VetoEvent
-from semcache.index import VectorIndex, VectorKind
-from semcache.keys import KeyedRequest
-from semcache.ledger import Ledger
-from semcache.models import CacheHit, StoredEntry, Tier
+from semcache import lifecycle
+from semcache.embedding.base import Embedder
+from semcache.errors import UncacheableRequestError
+from semcache.events import (
+    ErrorEvent,
+    EventBus,
+    EvictEvent,
+    HitEvent,
+    LookupEvent,
+    MissEvent,
+    StoreEvent,
+    VetoEvent,
+)
+from semcache.index.vector_index import VectorIndex, VectorKind
+from semcache.keys import KeyedRequest, TextFn, build_key
+from semcache.scopes import Scopes
 from semcache.serialization import attach, dump_completion, restore_completion
-from semcache.store import NewEntry, Store
-from semcache.verify import Verdict, Verifier
+from semcache.shadow import Shadow
+from semcache.storage.base import NewEntry, Store
+from semcache.storage.ledger import Ledger
+from semcache.storage.sqlite import SQLiteStore
+from semcache.types import CacheHit, StoredEntry, Tier
+from semcache.verifiers.base import Verdict, Verifier
 
 logger = logging.getLogger("semcache")
 
+DEFAULT_THRESHOLD = 0.87
 # A query this close to one a hit was marked wrong for is treated as the same query.
 FEEDBACK_RADIUS = 0.95
 _CANDIDATES = 4  # nearest neighbours examined, so one stale or vetoed entry does not hide the next
@@ -55,35 +73,159 @@ class Plan:
     embeddable: bool | None = None  # decided on the first semantic lookup
 
 
-class Engine:
-    """The internals of a ``SemanticCache``; its attributes are set by ``SemanticCache``."""
+class Front(Protocol):
+    """What integrations and maintenance need of a cache (``SemanticCache``): its pipeline, and
+    the SQLite file it stores in. Typed here so that they never import the facade."""
 
-    threshold: float
-    index_vectors: VectorKind
-    namespace: str
-    ttl: float | None
-    max_entries: int | None
-    audit: bool
-    audit_retention: float
-    audit_max_rows: int
-    embedder: Embedder
-    verifier: Verifier
-    events: EventBus
-    _store: Store
-    _ledger: Ledger
-    _maintenance: lifecycle.Maintenance
-    _thresholds: dict[str, float]
-    _index: VectorIndex | None
-    _index_lock: threading.Lock
-    _dimension_recorded: bool
+    @property
+    def pipeline(self) -> Pipeline: ...
+
+    @property
+    def db(self) -> SQLiteStore: ...
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A cache's constructor arguments that shape lookups and stores (checked by the facade)."""
+
+    threshold: float = DEFAULT_THRESHOLD
+    namespace: str = "default"
+    text_fn: TextFn | None = None
+    ttl: float | None = None
+    max_entries: int | None = None
+    audit: bool = False
+    audit_retention: float = 30 * 86400.0
+    audit_max_rows: int = 100_000
+    index_vectors: VectorKind = "float32"
+
+
+class Pipeline:
+    """Lookups and stores over one store, one embedder, one verifier and the derived index."""
+
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder,
+        verifier: Verifier,
+        settings: Settings,
+        *,
+        shadow: Shadow,
+        events: EventBus | None = None,
+        disabled: str | None = None,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.verifier = verifier
+        self.settings = settings
+        self.shadow = shadow
+        self.events = events if events is not None else EventBus()
+        self.disabled = disabled  # why the cache is off (fail_open on a broken file)
+        self.ledger = Ledger(store)
+        self.thresholds: dict[str, float] = store.thresholds()  # persisted, refreshed periodically
+        self.scopes = Scopes(store, settings.index_vectors)  # the derived FAISS index
+        self._maintenance = lifecycle.Maintenance()
+
+    def plan(
+        self,
+        *,
+        messages: Sequence[Any],
+        response_model: Any,
+        model: str | None,
+        context: Mapping[str, Any] | None,
+        strict: bool,
+        provider: str,
+        mode: str,
+        params: Mapping[str, Any],
+        threshold: float | None = None,
+        read: bool = True,
+        write: bool = True,
+        ttl: float | None = None,
+    ) -> Plan | None:
+        """Key a request; None when it cannot be cached (it then goes to the provider as is)."""
+        if not (isinstance(response_model, type) and issubclass(response_model, BaseModel)):
+            return None
+        if not isinstance(messages, (list, tuple)):
+            return None
+        try:
+            keyed = build_key(
+                provider=provider, mode=mode, model=model, messages=messages,
+                response_model=response_model, context=context, strict=strict, params=params,
+                namespace=self.settings.namespace, text_fn=self.settings.text_fn,
+            )  # fmt: skip
+        except UncacheableRequestError as exc:
+            logger.debug("semcache: request not cached: %s", exc)
+            return None
+        return Plan(
+            keyed=keyed, response_model=response_model, context=context, strict=strict,
+            threshold=None if threshold is None else lifecycle.check_threshold(threshold),
+            read=read, write=write, ttl=lifecycle.check_ttl(ttl),
+        )  # fmt: skip
+
+    def serve(self, plan: Plan) -> CacheHit | None:
+        """Answer ``plan`` from the cache, or None. Never raises for an internal failure: a broken
+        cache falls back to the provider with a warning."""
+        if not plan.read or self.disabled:
+            return None
+        start = time.perf_counter()
+        try:
+            hit = self._lookup(plan)
+        except Exception as exc:
+            logger.warning("semcache: lookup failed, calling the provider: %s", exc)
+            self._emit(ErrorEvent(plan.keyed.namespace, plan.keyed.scope, "lookup", str(exc)))
+            hit = None
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        keyed = plan.keyed
+        if hit is None:
+            self.ledger.count("misses")
+        else:
+            self.ledger.count(f"{hit.tier}_hits")
+            self.ledger.hit(hit.entry_id, hit.tokens)
+        if self.events.active:
+            self._emit(LookupEvent(
+                keyed.namespace, keyed.scope, hit.tier if hit else None,
+                hit.similarity if hit else None, latency_ms, hit.entry_id if hit else None,
+            ))  # fmt: skip
+            if hit is None:
+                self._emit(MissEvent(keyed.namespace, keyed.scope, keyed.text))
+            else:
+                self._emit(HitEvent(
+                    keyed.namespace, keyed.scope, hit.tier, hit.similarity, hit.entry_id,
+                    keyed.text, hit.matched_prompt,
+                ))  # fmt: skip
+        if self.ledger.due():
+            self._maintain()
+        return hit
+
+    def save(self, plan: Plan, value: BaseModel, completion: Any) -> int | None:
+        """Store the provider's answer for ``plan``. Failures are logged, never raised."""
+        if not plan.write or self.disabled:
+            return None
+        try:
+            return self._save(plan, value, completion)
+        except Exception as exc:
+            logger.warning("semcache: could not store an answer: %s", exc)
+            self._emit(ErrorEvent(plan.keyed.namespace, plan.keyed.scope, "store", str(exc)))
+            return None
+
+    def record_shadow(self, hit: CacheHit, fresh: BaseModel) -> bool:
+        """Compare a semantic hit with the provider's fresh answer; True when they agree."""
+        agree, tightened = self.shadow.record(hit, fresh)
+        if tightened is not None:
+            self.thresholds = self.store.thresholds()
+        return agree
+
+    def close(self) -> None:
+        """Write pending bookkeeping and save large scopes' indexes (the store stays open)."""
+        self.flush()
+        self.scopes.save()
 
     def flush(self) -> None:
         """Write buffered hit counts, vetoes and audit rows (done every second anyway)."""
-        self._ledger.flush()
+        self.ledger.flush()
 
-    def _serve(self, plan: Plan) -> CacheHit | None:
+    def _lookup(self, plan: Plan) -> CacheHit | None:
         keyed, now = plan.keyed, time.time()
-        entry = self._store.get_exact(keyed.exact_key, now)
+        entry = self.store.get_exact(keyed.exact_key, now)
         if entry is not None:
             hit = self._rehydrate(plan, entry, 1.0, "exact")
             if hit is not None:
@@ -92,15 +234,19 @@ class Engine:
             return None
         start = time.perf_counter()
         vector = self._vector(plan)
-        index = self._catch_up(keyed.scope)
+        index = self.catch_up(keyed.scope)
         threshold = self._threshold_for(plan)
+        # The index only proposes the nearest candidates; it does not filter them by threshold.
+        # Its score can differ from the stored vector's similarity in the last bits (and more
+        # with fp16/sq8), and a candidate it dropped at the boundary could then never be served
+        # at a threshold equal to the similarity a hit reports.
         found = index.search(keyed.scope, vector, _CANDIDATES)
-        candidates = [(i, s) for i, s in found if s >= threshold]
-        rows = self._store.get_many([i for i, _ in candidates], now)
+        candidates = found
+        rows = self.store.get_many([i for i, _ in candidates], now)
         gone = [i for i, _ in candidates if i not in rows]
-        if gone and index.remove(keyed.scope, gone):  # deleted, expired or replaced elsewhere
-            index.drop(keyed.scope)  # too many tombstones: rebuild from the store next time
-        wrong_for = self._store.wrong_queries(list(rows), index.dimension)
+        if gone:  # deleted, expired or replaced elsewhere
+            self.scopes.forget(keyed.scope, gone)
+        wrong_for = self.store.wrong_queries(list(rows), index.dimension)
         verdict: Verdict | None = None
         # The similarity that decides is recomputed from the store's own vector: the index only
         # proposes candidates, so even a damaged index cannot make a wrong hit. Candidates are
@@ -123,9 +269,9 @@ class Engine:
             if hit is not None:
                 self._audit(plan, start, row, similarity, "hit", "")
                 return hit
-        best = found[0] if found else None
         if verdict is None:
-            self._audit(plan, start, None, best[1] if best else None, "below_threshold", "")
+            best = scored[0][0] if scored else (found[0][1] if found else None)
+            self._audit(plan, start, None, best, "below_threshold", "")
         return None
 
     def _verify(
@@ -147,7 +293,7 @@ class Engine:
         if not verdict.accept:
             stage = verdict.stage or self.verifier.name
             scope = plan.keyed.scope
-            self._ledger.row("vetoes", (
+            self.ledger.row("vetoes", (
                 time.time(), scope, row.id, query, row.prompt, similarity, stage, verdict.reason,
             ))  # fmt: skip
             self._audit(plan, start, row, similarity, "veto", f"{stage}: {verdict.reason}")
@@ -165,7 +311,7 @@ class Engine:
             return None
         return self._write([(plan, entry)])[0]
 
-    def _save_many(self, batch: list[tuple[Plan, BaseModel, Any]]) -> list[int | None]:
+    def save_many(self, batch: list[tuple[Plan, BaseModel, Any]]) -> list[int | None]:
         """``_save`` for a batch: one embedding call for all texts, one transaction for all rows."""
         todo = [plan for plan, _, _ in batch if plan.vector is None and self._embeddable(plan)]
         if todo:
@@ -197,7 +343,7 @@ class Engine:
             logger.debug("semcache: %s does not round-trip through JSON; not cached", model_cls)
             return None
         raw_json, usage_json, total_tokens = dump_completion(completion)
-        ttl = plan.ttl if plan.ttl is not None else self.ttl
+        ttl = plan.ttl if plan.ttl is not None else self.settings.ttl
         return NewEntry(
             exact_key=keyed.exact_key, scope=keyed.scope, namespace=keyed.namespace,
             model=keyed.model, schema_name=keyed.schema_name, prompt=keyed.text,
@@ -209,20 +355,17 @@ class Engine:
     def _write(self, entries: list[tuple[Plan, NewEntry]]) -> list[int]:
         """Write rows in one transaction, then retire what they replaced and apply the size bound."""
         first = next((e.embedding for _, e in entries if e.embedding is not None), None)
-        if first is not None and not self._dimension_recorded:
-            # Recorded with the first vector, so tools reading the file know the width.
-            self._store.check_settings({"embedder_dimension": str(len(first))})
-            self._dimension_recorded = True
-        written = self._store.put_many([entry for _, entry in entries])
-        index = self._index
+        if first is not None:
+            self.scopes.record_dimension(len(first))
+        written = self.store.put_many([entry for _, entry in entries])
         for (plan, entry), (entry_id, replaced) in zip(entries, written, strict=True):
             scope = entry.scope
-            if replaced is not None and index is not None and index.remove(scope, [replaced]):
-                index.drop(scope)
+            if replaced is not None:
+                self.scopes.forget(scope, [replaced])
             self._emit(StoreEvent(plan.keyed.namespace, scope, entry_id, replaced))
-        if self.max_entries is not None:
+        if self.settings.max_entries is not None:
             self.flush()  # eviction is by last hit: write pending hit times first
-            self._evicted(self._store.evict_lru(self.max_entries), "size")
+            self._evicted(self.store.evict_lru(self.settings.max_entries), "size")
         return [entry_id for entry_id, _ in written]
 
     def _maintain(self) -> None:
@@ -231,14 +374,15 @@ class Engine:
         self.flush()
         try:
             if self._maintenance.due("expire"):
-                self._evicted(self._store.evict_expired(time.time()), "ttl")
-            if self.audit and self._maintenance.due("audit"):
-                self._store.trim_audit(
-                    older_than=time.time() - self.audit_retention, max_rows=self.audit_max_rows
+                self._evicted(self.store.evict_expired(time.time()), "ttl")
+            if self.settings.audit and self._maintenance.due("audit"):
+                self.store.trim_audit(
+                    older_than=time.time() - self.settings.audit_retention,
+                    max_rows=self.settings.audit_max_rows,
                 )
-            self._thresholds = self._store.thresholds()
-            if self._index is not None and self._maintenance.due("save_index"):
-                self._index.save(min_unsaved=_SAVE_AFTER)
+            self.thresholds = self.store.thresholds()
+            if self._maintenance.due("save_index"):
+                self.scopes.save(min_unsaved=_SAVE_AFTER)
         except Exception as exc:
             logger.debug("semcache: maintenance postponed: %s", exc)
 
@@ -247,23 +391,17 @@ class Engine:
         for entry_id, scope in gone:
             by_scope.setdefault(scope, []).append(entry_id)
         for scope, ids in by_scope.items():
-            if self._index is not None and self._index.remove(scope, ids):
-                self._index.drop(scope)
-            self._emit(EvictEvent(self.namespace, scope, tuple(ids), reason))
+            self.scopes.forget(scope, ids)
+            self._emit(EvictEvent(self.settings.namespace, scope, tuple(ids), reason))
 
     def _threshold_for(self, plan: Plan) -> float:
         if plan.threshold is not None:
             return plan.threshold
-        thresholds = self._thresholds
+        thresholds = self.thresholds
         for target in (f"scope:{plan.keyed.scope}", f"schema:{plan.keyed.schema_name}", "default"):
             if target in thresholds:
                 return thresholds[target]
-        return self.threshold
-
-    def _index_folder(self) -> Path | None:
-        """Where large scopes' indexes are saved: ``<database file>.index/`` (none in memory)."""
-        path = self._store.path
-        return None if path is None else index_file.folder_for(path)
+        return self.settings.threshold
 
     def _embeddable(self, plan: Plan) -> bool:
         """Whether the request may use the semantic tier: it has a text the model reads whole.
@@ -283,26 +421,9 @@ class Engine:
             plan.vector = self.embedder.embed([plan.keyed.text])[0]
         return plan.vector
 
-    def _catch_up(self, scope: str) -> VectorIndex:
+    def catch_up(self, scope: str) -> VectorIndex:
         """The index, with every entry of ``scope`` committed so far (by any process) added."""
-        index = self._index
-        if index is None:
-            with self._index_lock:
-                if self._index is None:
-                    dimension = self.embedder.dimension
-                    self._store.check_settings({"embedder_dimension": str(dimension)})
-                    self._index = VectorIndex(
-                        dimension,
-                        self._index_folder(),
-                        self._store.settings().get("database_id", ""),
-                        vectors=self.index_vectors,
-                    )
-                index = self._index
-        if not index.has(scope):
-            index.load(scope)  # a saved index spares rebuilding a large scope from SQLite
-        ids, vectors = self._store.vectors_since(scope, index.watermark(scope), index.dimension)
-        index.add(scope, ids, vectors)
-        return index
+        return self.scopes.catch_up(scope, self.embedder)
 
     def _rehydrate(
         self, plan: Plan, entry: StoredEntry, similarity: float, tier: Tier
@@ -336,11 +457,11 @@ class Engine:
         verdict: str,
         reason: str,
     ) -> None:
-        if not self.audit:
+        if not self.settings.audit:
             return
         latency_ms = (time.perf_counter() - start) * 1000.0
         keyed = plan.keyed
-        self._ledger.row("audit", (
+        self.ledger.row("audit", (
             time.time(), keyed.namespace, keyed.scope, keyed.text, row.id if row else None,
             row.prompt if row else None, similarity, verdict, reason, latency_ms,
         ))  # fmt: skip

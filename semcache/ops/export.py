@@ -1,9 +1,9 @@
-"""Export a cache to a portable, self-describing folder (``semcache.export_format`` has the layout).
+"""Export a cache to a portable, self-describing folder (``semcache.ops.export_format`` has the layout).
 
 An export is written into a temporary sibling folder and renamed into place, and the manifest is
 its last file, so an interrupted export leaves nothing that looks complete. Everything is read in
 one SQLite snapshot, so rows, vectors and the ``instructor_cache`` table agree even while other
-processes write. Importing is ``semcache.importer``; ``import_export``, ``ImportReport`` and
+processes write. Importing is ``semcache.ops.importer``; ``import_export``, ``ImportReport`` and
 ``verify_export`` are re-exported here, where callers of the first version found them.
 """
 
@@ -24,10 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from semcache.admin import entry_columns
-from semcache.cache import SemanticCache
 from semcache.errors import ExportError, UsageError
-from semcache.export_format import (
+from semcache.ops.export_format import (
     EXPORT_FORMAT,
     EXPORT_VERSION,
     INSTRUCTOR_FILE,
@@ -39,9 +37,10 @@ from semcache.export_format import (
     table_rows,
     verify_export,
 )
-from semcache.importer import ImportReport, import_export
-from semcache.integrations.instructor_cache import TABLE as INSTRUCTOR_TABLE
-from semcache.store import Store
+from semcache.ops.importer import ImportReport, import_export
+from semcache.pipeline import Front
+from semcache.storage.instructor_table import TABLE as INSTRUCTOR_TABLE
+from semcache.storage.sqlite import SQLiteStore
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -69,22 +68,24 @@ class ExportReport:
 
 
 def export(
-    source: SemanticCache | Store,
+    source: Front | SQLiteStore,
     folder: str | os.PathLike[str],
     *,
     overwrite: bool = False,
     progress: bool | None = False,
 ) -> ExportReport:
-    """Write every entry of ``source`` to ``folder`` (the layout is in ``semcache.export_format``).
+    """Write every entry of ``source`` to ``folder`` (the layout is in ``semcache.ops.export_format``).
 
     ``overwrite`` replaces an existing export (a folder holding a manifest) but never another
     folder. ``progress=None`` shows a progress bar only on a terminal.
     """
     threshold = None
-    if isinstance(source, SemanticCache):
-        source.flush()  # buffered hit counts belong in the export
-        threshold = source.threshold
-    store = source.db if isinstance(source, SemanticCache) else source
+    if isinstance(source, SQLiteStore):
+        store = source
+    else:
+        source.pipeline.flush()  # buffered hit counts belong in the export
+        threshold = source.pipeline.settings.threshold
+        store = source.db
     target = Path(folder)
     is_export = (target / "manifest.json").is_file()
     if target.exists() and any(target.iterdir()) and not (overwrite and is_export):
@@ -112,12 +113,12 @@ def export(
 
 
 def _write_export(
-    store: Store, folder: Path, threshold: float | None, progress: bool | None
+    store: SQLiteStore, folder: Path, threshold: float | None, progress: bool | None
 ) -> dict[str, Any]:
     conn = store.connection()
     conn.execute("BEGIN")  # one read snapshot: rows and blobs agree even while others write
     try:
-        columns = entry_columns(store)
+        columns = store.columns("entries")
         settings = store.settings()
         total = int(conn.execute("SELECT count(*) FROM entries").fetchone()[0])
         dimension = _dimension(conn, settings)

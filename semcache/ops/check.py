@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from semcache import index_file
-from semcache.schema import FORMAT_VERSION
-from semcache.store import Store
+from semcache.index import file_format
+from semcache.storage.schema import FORMAT_VERSION
+from semcache.storage.sqlite import SQLiteStore
 
 _NORM_TOLERANCE = 1e-3  # float32 vectors from a normalizing model are within ~1e-6 of norm 1
 _CHUNK = 500  # ids per UPDATE/DELETE statement, well under SQLite's parameter limit
@@ -65,7 +65,7 @@ _ROW_CHECKS: tuple[tuple[str, str, str | None], ...] = (
 _NULL_EMBEDDINGS = "UPDATE entries SET embedding = NULL WHERE id IN ({})"
 
 
-def check(store: Store, fix: bool = False) -> CheckReport:
+def check(store: SQLiteStore, fix: bool = False) -> CheckReport:
     """Verify the file: SQLite integrity, settings, every embedding blob, JSON columns, scopes,
     and that the per-scope indexes derive from SQLite with every valid vector.
 
@@ -148,10 +148,10 @@ def _bad_embeddings(rows: list[tuple[Any, Any]], dimension: int | None) -> list[
     return bad
 
 
-def _index_finding(store: Store, dimension: int, expected: int) -> Finding:
+def _index_finding(store: SQLiteStore, dimension: int, expected: int) -> Finding:
     """Build every scope's index from SQLite, as a cache does on open: it must hold every blob
     of the right size (NaN or non-unit vectors too, until a fix drops them)."""
-    from semcache.index import VectorIndex  # FAISS loads here, not when the CLI starts
+    from semcache.index.vector_index import VectorIndex  # FAISS loads here, not when the CLI starts
 
     index = VectorIndex(dimension)
     all_scopes = [r[0] for r in store.connection().execute("SELECT DISTINCT scope FROM entries")]
@@ -161,13 +161,13 @@ def _index_finding(store: Store, dimension: int, expected: int) -> Finding:
     return Finding("index", index.size() == expected, detail)
 
 
-def _saved_index_finding(store: Store, dimension: int, fix: bool) -> Finding:
+def _saved_index_finding(store: SQLiteStore, dimension: int, fix: bool) -> Finding:
     """Read every saved index file (``<file>.index/``) as a cache would load it. An unusable one
     (damaged, foreign, of an older format, or for a scope with no entries) costs only a rebuild
     from SQLite on first use; with ``fix`` it is deleted so that no process tries it again."""
-    from semcache.index import PERSIST_AT, VECTOR_KINDS, VectorIndex
+    from semcache.index.vector_index import PERSIST_AT, VECTOR_KINDS, VectorIndex
 
-    folder = None if store.path is None else index_file.folder_for(store.path)
+    folder = None if store.path is None else file_format.folder_for(store.path)
     files = sorted(folder.glob("*.faiss")) if folder is not None and folder.is_dir() else []
     if folder is None or not files:
         none = f"none (scopes under {PERSIST_AT:,} vectors are not saved)"
@@ -176,7 +176,7 @@ def _saved_index_finding(store: Store, dimension: int, fix: bool) -> Finding:
     scopes = {r[0] for r in store.connection().execute("SELECT DISTINCT scope FROM entries")}
     unusable: list[tuple[Path, str]] = []
     for path in files:
-        kind = (index_file.peek(path) or {}).get("vectors")
+        kind = (file_format.peek(path) or {}).get("vectors")
         index = VectorIndex(
             dimension, folder, owner, vectors=kind if kind in VECTOR_KINDS else "float32"
         )

@@ -2,7 +2,7 @@
 
 On a 2-core CPU, torch spends most of a short prompt's time in framework overhead; ONNX Runtime
 runs the same graph several times faster, and int8 weights roughly halve that again. The model is
-exported once per machine by ``semcache.onnx_export`` (which needs torch); after that a process
+exported once per machine by ``semcache.embedding.onnx_export`` (which needs torch); after that a process
 embeds with ``onnxruntime`` and ``tokenizers`` alone and never imports torch.
 
 The vectors are ``SentenceTransformerEmbedder``'s, under the same ``name``, so one cache file
@@ -40,14 +40,14 @@ from typing import Any
 
 import numpy as np
 
-from semcache.embedding import (
+from semcache.embedding.base import (
     DEFAULT_MODEL_NAME,
     MAX_CHARS_TO_TOKENIZE,
     Embedder,
     bundled_model_path,
 )
+from semcache.embedding.onnx_export import default_cache_dir, ensure_models, source_hash
 from semcache.errors import EmbedderError
-from semcache.onnx_export import default_cache_dir, ensure_models, source_hash
 
 logger = logging.getLogger("semcache")
 

@@ -20,11 +20,12 @@ from typing import Any, TypeVar
 
 import click
 
-from semcache import admin, audit_log
-from semcache.check import check as check_file
-from semcache.cli_output import emit, iso, output_options, rounded, short_ids
+from semcache.cli.output import emit, iso, output_options, rounded, short_ids
 from semcache.errors import SemcacheError, UsageError
-from semcache.store import Store
+from semcache.ops import admin, audit_log
+from semcache.ops.check import check as check_file
+from semcache.storage import SQLiteStore, open_store
+from semcache.storage.location import sqlite_target
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -237,7 +238,7 @@ def export_command(db: str, folder: str, overwrite: bool, fmt: str) -> None:
 
     Example: semcache export cache.db cache-export/
     """
-    from semcache.export import export
+    from semcache.ops.export import export
 
     with _store(db) as store:
         report = export(store, folder, overwrite=overwrite, progress=None)
@@ -262,7 +263,7 @@ def import_command(db: str, folder: str, embedder: str | None, fmt: str, **optio
     Example: semcache import cache-export/ other.db --namespace support
     """
     from semcache.cache import SemanticCache
-    from semcache.importer import import_export
+    from semcache.ops.importer import import_export
 
     name = embedder or _recorded_embedder(db) or _manifest_embedder(folder)
     with SemanticCache(db, embedder=_embedder_arg(name)) as cache:
@@ -338,7 +339,7 @@ def tune(labeled_file: str, no_verify: bool, split: str | None, fmt: str) -> Non
 
     Example: semcache tune data/pairs/pairs.jsonl --split test
     """
-    from semcache import tuning  # imported here: it embeds, so it loads the model
+    from semcache.ops import tuning  # imported here: it embeds, so it loads the model
 
     rows = tuning.sweep_file(labeled_file, verifier=None if no_verify else "default", split=split)
     columns = (
@@ -357,10 +358,10 @@ def tune(labeled_file: str, no_verify: bool, split: str | None, fmt: str) -> Non
 
 
 @contextlib.contextmanager
-def _store(db: str) -> Iterator[Store]:
+def _store(db: str) -> Iterator[SQLiteStore]:
     """The store of an existing file (opening it creates the views for sqlite3/Datasette users)."""
     _must_exist(db)
-    store = Store(db)
+    store = open_store(db)
     try:
         yield store
     finally:
@@ -368,8 +369,9 @@ def _store(db: str) -> Iterator[Store]:
 
 
 def _must_exist(db: str) -> None:
-    # Store() creates missing files; a typo must not produce an empty cache that reports zeros.
-    if not Path(db).is_file():
+    # Opening a store creates missing files; a typo must not produce an empty cache reporting zeros.
+    # A URL of an engine semcache lacks is a UsageError naming the ones it has.
+    if not Path(sqlite_target(db)).is_file():
         raise click.ClickException(f"{db}: no such cache file")
 
 
@@ -389,6 +391,6 @@ def _manifest_embedder(folder: str) -> str | None:
 
 def _embedder_arg(name: str | None) -> str | None:
     """None selects the bundled offline copy of the default model instead of a download."""
-    from semcache.embedding import DEFAULT_MODEL_NAME
+    from semcache.embedding.base import DEFAULT_MODEL_NAME
 
     return None if name in (None, DEFAULT_MODEL_NAME) else name

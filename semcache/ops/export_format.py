@@ -1,4 +1,4 @@
-"""The export folder format, shared by ``semcache.export`` (writing) and ``semcache.importer``.
+"""The export folder format, shared by ``semcache.ops.export`` (writing) and ``semcache.ops.importer``.
 
 Layout (export format version 1)::
 

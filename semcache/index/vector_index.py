@@ -22,7 +22,7 @@ only changes which candidates are proposed: the cache re-scores each against the
 SQLite, so the similarity that decides a hit is exact whatever is chosen.
 
 Persistence: a scope of at least ``PERSIST_AT`` vectors is saved (``save``) beside the database as
-one file ``<scope>.faiss`` (format in ``semcache.index_file``: a checked header, written
+one file ``<scope>.faiss`` (format in ``semcache.index.file_format``: a checked header, written
 atomically, read without a copy of the whole file). ``load`` refuses a damaged, truncated,
 foreign or mismatched file (the caller rebuilds from SQLite; the next save replaces it); a file
 of another format or ``vectors`` choice is left unused without a warning. A valid file is always
@@ -42,8 +42,8 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from semcache import index_file
 from semcache.errors import UsageError
+from semcache.index import file_format
 
 logger = logging.getLogger("semcache")
 
@@ -270,7 +270,7 @@ class VectorIndex:
             return _Refusal(f"cannot be read ({exc})")
         with handle:
             try:
-                meta, start = index_file.read_header(handle)
+                meta, start = file_format.read_header(handle)
                 stale = self._stale(meta)
                 if stale:
                     return _Refusal(stale, damaged=False)
@@ -281,8 +281,8 @@ class VectorIndex:
 
     def _stale(self, meta: dict[str, Any]) -> str:
         """Why a well-formed file was made with other settings ("" when it was not)."""
-        if meta.get("format") != index_file.FORMAT:
-            return f"has format {meta.get('format')!r}, not {index_file.FORMAT}"
+        if meta.get("format") != file_format.FORMAT:
+            return f"has format {meta.get('format')!r}, not {file_format.FORMAT}"
         if meta.get("vectors") != self.vectors:
             return f"holds vectors={meta.get('vectors')!r}, not {self.vectors!r}"
         return ""
@@ -293,13 +293,13 @@ class VectorIndex:
         faiss = self._faiss
         if meta.get("dimension") != self.dimension or meta.get("owner") != self.owner:
             raise ValueError("saved for another database or dimension")
-        index = index_file.read_index(faiss, handle, meta, start)
+        index = file_format.read_index(faiss, handle, meta, start)
         watermark = meta.get("watermark")
         if not isinstance(watermark, int) or not isinstance(index, faiss.IndexIDMap2):
             raise ValueError("not an index of entry ids")
-        if index_file.layout(faiss, index) != (meta.get("kind"), self._storage(meta.get("kind"))):
+        if file_format.layout(faiss, index) != (meta.get("kind"), self._storage(meta.get("kind"))):
             raise ValueError(
-                f"holds a {'/'.join(index_file.layout(faiss, index))} index, not its header's"
+                f"holds a {'/'.join(file_format.layout(faiss, index))} index, not its header's"
             )
         if index.ntotal != meta.get("count") or index.d != self.dimension:
             raise ValueError("vector count or dimension do not match")
@@ -346,7 +346,7 @@ class VectorIndex:
         if self.vectors == "float32":
             graph = faiss.IndexHNSWFlat(self.dimension, HNSW_M, metric)
         else:
-            quantizer = getattr(faiss.ScalarQuantizer, index_file.QUANTIZERS[self.vectors])
+            quantizer = getattr(faiss.ScalarQuantizer, file_format.QUANTIZERS[self.vectors])
             graph = faiss.IndexHNSWSQ(self.dimension, quantizer, HNSW_M, metric)
             graph.train(vectors)  # sq8: each dimension's range; fp16: nothing to learn
         graph.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
@@ -362,7 +362,7 @@ class VectorIndex:
             "kind": state.kind, "vectors": self.vectors, "dimension": self.dimension,
             "owner": self.owner, "count": int(state.index.ntotal), "watermark": state.watermark,
         }  # fmt: skip
-        index_file.write(self._faiss, state.index, self.folder / f"{scope}.faiss", meta)
+        file_format.write(self._faiss, state.index, self.folder / f"{scope}.faiss", meta)
 
 
 def _tune(faiss: Any, index: Any) -> None:

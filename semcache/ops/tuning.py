@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from semcache.intervals import wilson_interval
-from semcache.verify import ACCEPT, Verifier
+from semcache.verifiers.base import ACCEPT, Verifier
 
 if TYPE_CHECKING:
     import numpy as np
     from pydantic import BaseModel
 
-    from semcache.embedding import Embedder
+    from semcache.embedding.base import Embedder
 
 DEFAULT_THRESHOLDS = tuple(round(0.5 + 0.01 * i, 2) for i in range(51))
 
@@ -102,7 +102,7 @@ class OperatingPoint:
 
 def default_pairs_path() -> Path:
     """semcache's own labeled pairs (``data/pairs/pairs.jsonl`` of a source checkout)."""
-    path = Path(__file__).resolve().parent.parent / "data" / "pairs" / "pairs.jsonl"
+    path = Path(__file__).resolve().parents[2] / "data" / "pairs" / "pairs.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: it ships with the semcache source tree")
     return path
@@ -157,7 +157,7 @@ def embed_texts(
     import numpy as np
 
     if embedder is None:
-        from semcache.embedding import SentenceTransformerEmbedder
+        from semcache.embedding.torch_runtime import SentenceTransformerEmbedder
 
         embedder = SentenceTransformerEmbedder()
     unique = sorted(set(texts))

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from semcache.errors import UsageError
-from semcache.store import Store
+from semcache.storage.sqlite import SQLiteStore
 
 VERDICTS = ("hit", "veto", "below_threshold")
 
@@ -23,7 +23,7 @@ _VETO_COLUMNS = "id, created_at, scope, entry_id, query, candidate, similarity, 
 
 
 def audit_rows(
-    store: Store,
+    store: SQLiteStore,
     *,
     verdict: str | None = None,
     since: float | None = None,
@@ -44,7 +44,7 @@ def audit_rows(
 
 
 def veto_rows(
-    store: Store,
+    store: SQLiteStore,
     *,
     since: float | None = None,
     scope: str | None = None,
@@ -57,7 +57,7 @@ def veto_rows(
 
 
 def _rows(
-    store: Store,
+    store: SQLiteStore,
     table: str,
     columns: str,
     conditions: list[tuple[str, Any]],

@@ -1,0 +1,111 @@
+"""The storage seam: what the cache needs from the place its entries live.
+
+``Store`` is the protocol the pipeline, the ledger and shadow checks are written against; the SQLite
+file (``semcache.storage.sqlite``) is its one implementation today, and a second engine plugs in by
+implementing the same methods. Storage is the source of truth: it holds every entry *with its
+embedding*, so every FAISS index is derived and can be rebuilt from it at any time.
+
+Maintenance commands (``semcache.ops``) read the SQLite tables directly and take a ``SQLiteStore``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from semcache.types import StoredEntry
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """What the cache writes for one answered request."""
+
+    exact_key: str
+    scope: str
+    namespace: str
+    model: str | None
+    schema_name: str
+    prompt: str | None
+    request_json: str
+    response_json: str
+    raw_json: str | None
+    usage_json: str | None
+    total_tokens: int
+    embedding: np.ndarray | None
+    expires_at: float | None = None
+
+
+class Store(Protocol):
+    """Entries, settings and bookkeeping of one cache. Every write is one transaction."""
+
+    @property
+    def path(self) -> Path | None:
+        """The database file, beside which derived index files are saved (None: nowhere)."""
+        ...
+
+    def close(self) -> None: ...
+
+    # -- settings: what the cache was created with; a mismatch raises ConfigMismatchError
+    def settings(self) -> dict[str, str]: ...
+
+    def check_settings(self, expected: Mapping[str, str]) -> None: ...
+
+    # -- entries
+    def get_exact(self, exact_key: str, now: float) -> StoredEntry | None: ...
+
+    def get_many(self, ids: list[int], now: float) -> dict[int, StoredEntry]: ...
+
+    def vectors_since(
+        self, scope: str, after_id: int, dimension: int
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def put(self, entry: NewEntry) -> tuple[int, int | None]: ...
+
+    def put_many(self, entries: Sequence[NewEntry]) -> list[tuple[int, int | None]]: ...
+
+    def delete(self, entry_id: int) -> None: ...
+
+    def evict_expired(self, now: float) -> list[tuple[int, str]]: ...
+
+    def evict_lru(self, max_entries: int) -> list[tuple[int, str]]: ...
+
+    def count(self) -> int: ...
+
+    # -- bookkeeping: counters, hit counts, vetoes, audit, thresholds, feedback, shadow checks
+    def record(
+        self,
+        hits: Mapping[int, tuple[int, float]],
+        counters: Mapping[str, int],
+        rows: Mapping[str, Sequence[tuple[Any, ...]]] | None = None,
+    ) -> None: ...
+
+    def trim_audit(self, *, older_than: float | None, max_rows: int | None) -> int: ...
+
+    def counters(self) -> dict[str, int]: ...
+
+    def thresholds(self) -> dict[str, float]: ...
+
+    def set_threshold(self, target: str, threshold: float | None, source: str) -> None: ...
+
+    def add_feedback(
+        self,
+        entry_id: int,
+        scope: str,
+        query: str | None,
+        candidate: str | None,
+        similarity: float | None,
+        embedding: np.ndarray | None,
+        note: str,
+    ) -> None: ...
+
+    def wrong_queries(self, entry_ids: list[int], dimension: int) -> dict[int, np.ndarray]: ...
+
+    def add_shadow(
+        self, scope: str, entry_id: int, similarity: float, agree: bool, fields: list[str]
+    ) -> None: ...
+
+    def shadow_counts(self) -> dict[str, tuple[int, int, float | None]]: ...

@@ -1,0 +1,87 @@
+"""The ``instructor_cache`` table of a cache file: instructor's own exact cache (``cache=``).
+
+The table belongs to storage so that maintenance (``stats``, export, import) can read and copy it
+without importing instructor; ``semcache.integrations.instructor_cache.SQLiteCache`` is the
+adapter instructor talks to.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from semcache.storage.sqlite import SQLiteStore
+
+TABLE = "instructor_cache"
+HITS_COUNTER = "instructor_cache_hits"
+MISSES_COUNTER = "instructor_cache_misses"
+
+# Created by the adapter, not with the other tables: it belongs to the integration, and a file that never
+# used it does not carry it. Idempotent, so every process may run it on open.
+SCHEMA = (
+    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        created_at REAL,
+        expires_at REAL,
+        hits INTEGER
+    )""",
+    # Reclaiming expired rows on every write must not scan the table.
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_expires ON {TABLE} (expires_at)",
+)
+
+BUMP_COUNTER = (
+    "INSERT INTO counters (name, value) VALUES (?, 1) "
+    "ON CONFLICT(name) DO UPDATE SET value = value + 1"
+)
+
+
+@dataclass(frozen=True)
+class InstructorCacheStats:
+    """What the ``instructor_cache`` table holds, and how often it answered.
+
+    ``entries`` are live rows; ``expired`` rows are past their TTL, never served, and deleted on the
+    next write. ``hits`` and ``misses`` are totals since the file was created, across processes.
+    """
+
+    entries: int
+    expired: int
+    hits: int
+    misses: int
+
+    @property
+    def hit_rate(self) -> float:
+        """Hits over lookups; 0.0 before the first lookup."""
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else 0.0
+
+
+def instructor_cache_stats(store: SQLiteStore, *, now: float | None = None) -> InstructorCacheStats:
+    """The ``instructor_cache`` counts of any semcache file, for ``semcache stats``.
+
+    Read-only: on a file that never used the integration it reports zeros without creating the
+    table.
+    """
+    conn = store.connection()
+    now = time.time() if now is None else now
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)
+    ).fetchone()
+    live = expired = 0
+    if exists:
+        live, expired = conn.execute(
+            f"SELECT coalesce(sum(expires_at IS NULL OR expires_at > ?), 0), "
+            f"coalesce(sum(expires_at IS NOT NULL AND expires_at <= ?), 0) FROM {TABLE}",
+            (now, now),
+        ).fetchone()
+    counters = dict(
+        conn.execute(
+            "SELECT name, value FROM counters WHERE name IN (?, ?)", (HITS_COUNTER, MISSES_COUNTER)
+        ).fetchall()
+    )
+    return InstructorCacheStats(
+        entries=int(live),
+        expired=int(expired),
+        hits=int(counters.get(HITS_COUNTER, 0)),
+        misses=int(counters.get(MISSES_COUNTER, 0)),
+    )
