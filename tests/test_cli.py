@@ -283,3 +283,13 @@ def test_lookups_still_work_after_cli_maintenance(db: str, embedder: Any) -> Non
     with SemanticCache(db, threshold=0.85, embedder=embedder) as cache:
         hit = cache.lookup(msgs("Please cancel my subscription"), Ticket, model=MODEL)
         assert hit is not None and hit.tier == "semantic"
+
+
+def test_query_help_states_the_default_threshold() -> None:
+    from semcache import DEFAULT_THRESHOLD
+
+    result = CliRunner().invoke(main, ["query", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert f"or {DEFAULT_THRESHOLD}." in text and f"else {DEFAULT_THRESHOLD})" in text
+    assert "0.9." not in text and "else 0.9)" not in text

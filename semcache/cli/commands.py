@@ -24,6 +24,7 @@ from semcache.cli.output import emit, iso, output_options, rounded, short_ids
 from semcache.errors import SemcacheError, UsageError
 from semcache.ops import admin, audit_log
 from semcache.ops.check import check as check_file
+from semcache.pipeline import DEFAULT_THRESHOLD
 from semcache.storage import SQLiteStore, open_store
 from semcache.storage.location import sqlite_target
 
@@ -151,7 +152,11 @@ def show(db: str, entry_id: int, fmt: str) -> None:
 @click.option("--schema", "schema_name", help="Search the scopes of this response model.")
 @click.option("--scope", help="Search one scope (hash or prefix).")
 @click.option("-k", "k", type=int, default=5, show_default=True, help="How many neighbours.")
-@click.option("--threshold", type=float, help="Default: the persisted one per scope, or 0.9.")
+@click.option(
+    "--threshold",
+    type=float,
+    help=f"Default: the persisted one per scope, or {DEFAULT_THRESHOLD}.",
+)
 @click.option("--embedder", help="Embedding model; default: the one DB was created with.")
 @output_options
 def query(
@@ -166,7 +171,7 @@ def query(
     """The entries nearest to TEXT, with cosine similarity and the hit/miss verdict.
 
     Loads the embedding model. The verdict compares the similarity with the threshold the cache
-    would apply to that scope (persisted per scope or schema, else 0.9) unless --threshold is
+    would apply to that scope (persisted per scope or schema, else 0.87) unless --threshold is
     given; a served hit also needs the stored answer to validate against the response model.
 
     Example: semcache query cache.db "where is my parcel" --schema Ticket --threshold 0.9
