@@ -9,13 +9,15 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
+from semcache.errors import UsageError
+
 
 def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
     """Two-sided Wilson score interval for ``successes`` out of ``trials``; (0, 1) with no trials."""
     if trials <= 0:
         return 0.0, 1.0
     if not 0 <= successes <= trials:
-        raise ValueError(f"successes must be in [0, {trials}], got {successes}")
+        raise UsageError(f"successes must be in [0, {trials}], got {successes}")
     z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
     p = successes / trials
     denominator = 1.0 + z * z / trials

@@ -47,7 +47,7 @@ from semcache.embedding.base import (
     bundled_model_path,
 )
 from semcache.embedding.onnx_export import default_cache_dir, ensure_models, source_hash
-from semcache.errors import EmbedderError
+from semcache.errors import EmbedderError, UsageError
 
 logger = logging.getLogger("semcache")
 
@@ -111,7 +111,7 @@ class OnnxEmbedder:
         fallback: Callable[[], Embedder] | None = None,
     ) -> None:
         if threads < 1 or batch_size < 1 or (workers is not None and workers < 1):
-            raise ValueError("threads, batch_size and workers must be at least 1")
+            raise UsageError("threads, batch_size and workers must be at least 1")
         self.quantize = quantize
         self.threads = threads
         self.batch_size = batch_size

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from semcache.errors import ArgumentTypeError, UsageError
 from semcache.intervals import wilson_interval
 from semcache.verifiers.base import ACCEPT, Verifier
 
@@ -131,11 +132,11 @@ def load_pairs(
                 label = row["label_bin"] if "label_bin" in row else row["label"]
                 a, b = row["a"], row["b"]
             except KeyError as exc:
-                raise ValueError(f"{path}:{number}: a pair needs a, b and label ({exc})") from exc
+                raise UsageError(f"{path}:{number}: a pair needs a, b and label ({exc})") from exc
             if label is None:
                 continue
             if label not in (0, 1, True, False):
-                raise ValueError(f"{path}:{number}: label must be 0 or 1, got {label!r}")
+                raise UsageError(f"{path}:{number}: label must be 0 or 1, got {label!r}")
             pair = LabeledPair(
                 a, b, int(label), row.get("kind", ""), row.get("split", ""), row.get("task", "")
             )
@@ -376,7 +377,9 @@ def apply_threshold(
     scope, or the whole file. Returns the value written."""
     value = threshold.threshold if isinstance(threshold, OperatingPoint) else float(threshold)
     if not hasattr(cache, "set_threshold"):
-        raise TypeError(f"{type(cache).__name__} cannot persist thresholds (no set_threshold)")
+        raise ArgumentTypeError(
+            f"{type(cache).__name__} cannot persist thresholds (no set_threshold)"
+        )
     if response_model is not None:
         cache.set_threshold(value, response_model=response_model, source="tuning")
     elif scope is not None:
