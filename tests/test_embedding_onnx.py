@@ -24,14 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# onnxruntime and onnx come with the dev extra: imported, not skipped, so a broken install fails.
+import onnx  # noqa: F401
+import onnxruntime  # noqa: F401
 import pytest
 
-from semcache.embedding import DEFAULT_MODEL_NAME, SentenceTransformerEmbedder, bundled_model_path
-
-pytest.importorskip("onnxruntime", reason="the ONNX embedder needs onnxruntime (dev extra)")
-pytest.importorskip("onnx", reason="exporting the ONNX model needs onnx (dev extra)")
-
-from semcache.embedding import onnx_export
+from semcache.embedding import (
+    DEFAULT_MODEL_NAME,
+    SentenceTransformerEmbedder,
+    bundled_model_path,
+    onnx_export,
+)
 from semcache.embedding.onnx_runtime import INT8_MIN_TOKENS, OnnxEmbedder, load_tokenizer
 from semcache.errors import EmbedderError
 

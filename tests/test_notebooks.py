@@ -9,12 +9,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+# The dev extra installs nbformat, nbclient, matplotlib and ipykernel: a missing one is a broken
+# install, which must fail here rather than turn into a green skip.
+import ipykernel  # noqa: F401  (the kernel the notebook runs on)
+import matplotlib  # noqa: F401
+import nbclient
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat", reason="notebooks need the dev extra (nbformat)")
-nbclient = pytest.importorskip("nbclient", reason="notebooks need the dev extra (nbclient)")
-pytest.importorskip("matplotlib", reason="notebooks need the dev extra (matplotlib)")
-pytest.importorskip("ipykernel", reason="notebooks need the dev extra (ipykernel)")
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 

@@ -319,8 +319,8 @@ def test_rules_and_learned_are_fast(learned: LearnedVerifier) -> None:
 def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A 1-layer BERT cross-encoder built offline on the bundled model's tokenizer. Its weights are
     random except the classifier, which we set, so the score is known: sigmoid(bias)."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    import torch
+    import transformers
     from sentence_transformers import CrossEncoder
 
     from semcache.embedding import bundled_model_path
