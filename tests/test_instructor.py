@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import instructor
@@ -12,6 +14,65 @@ from pydantic import BaseModel
 from semcache import SemanticCache, cache_hit
 
 from .conftest import FakeProvider, async_openai_client, openai_client
+
+
+class AsyncAsSync:
+    """The async wrapper driven through the sync tests: the same calls, awaited on a private
+    loop, so both wrappers are tested on the same matrix."""
+
+    def __init__(self, wrapped: Any) -> None:
+        self.wrapped = wrapped
+        self.loop = asyncio.new_event_loop()
+
+    def _run(self, awaitable: Any) -> Any:
+        return self.loop.run_until_complete(awaitable)
+
+    @property
+    def cache(self) -> SemanticCache:
+        return self.wrapped.cache  # type: ignore[no-any-return]
+
+    @property
+    def chat(self) -> AsyncAsSync:
+        return self
+
+    @property
+    def completions(self) -> AsyncAsSync:
+        return self
+
+    @property
+    def messages(self) -> AsyncAsSync:
+        return self
+
+    def create(self, **kwargs: Any) -> Any:
+        return self._run(self.wrapped.create(**kwargs))
+
+    def create_with_completion(self, **kwargs: Any) -> Any:
+        return self._run(self.wrapped.create_with_completion(**kwargs))
+
+    def create_partial(self, **kwargs: Any) -> Any:
+        async def collect() -> list[Any]:
+            return [part async for part in self.wrapped.create_partial(**kwargs)]
+
+        return iter(self._run(collect()))
+
+    def create_iterable(self, **kwargs: Any) -> Any:
+        async def collect() -> list[Any]:
+            return [item async for item in self.wrapped.create_iterable(**kwargs)]
+
+        return iter(self._run(collect()))
+
+
+@pytest.fixture(params=["sync", "async"])
+def client(
+    request: pytest.FixtureRequest, cache: SemanticCache, provider: FakeProvider
+) -> Iterator[Any]:
+    if request.param == "sync":
+        yield cache.wrap(instructor.from_openai(openai_client(provider)))
+        return
+    wrapped = AsyncAsSync(cache.wrap(instructor.from_openai(async_openai_client(provider))))
+    assert type(wrapped.wrapped).__name__ == "AsyncCachedInstructor"
+    yield wrapped
+    wrapped.loop.close()
 
 
 class Answer(BaseModel):
