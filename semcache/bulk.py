@@ -14,7 +14,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from semcache.errors import UsageError
-from semcache.pipeline import Pipeline, Plan
+from semcache.pipeline import Pipeline
+from semcache.requests import Plan
 
 Item = tuple[Sequence[Any], BaseModel] | tuple[Sequence[Any], BaseModel, Any]
 

@@ -32,7 +32,8 @@ from semcache.integrations.instructor import (
 )
 from semcache.keys import TextFn
 from semcache.lifecycle import check_threshold
-from semcache.pipeline import DEFAULT_THRESHOLD, Pipeline, Plan, Settings
+from semcache.pipeline import DEFAULT_THRESHOLD, Pipeline, Settings
+from semcache.requests import Plan
 from semcache.shadow import Shadow
 from semcache.storage import SQLiteStore, open_store
 from semcache.types import CacheHit, CacheStats

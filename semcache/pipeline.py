@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -38,14 +38,14 @@ from semcache.events import (
     VetoEvent,
 )
 from semcache.index.vector_index import VectorIndex, VectorKind
-from semcache.keys import KeyedRequest, TextFn, build_key
+from semcache.keys import TextFn, build_key
+from semcache.requests import Plan, entry_for, rehydrate, stored_similarity
 from semcache.scopes import Scopes
-from semcache.serialization import attach, dump_completion, restore_completion
 from semcache.shadow import Shadow
 from semcache.storage.base import NewEntry, Store
 from semcache.storage.ledger import Ledger
 from semcache.storage.sqlite import SQLiteStore
-from semcache.types import CacheHit, StoredEntry, Tier
+from semcache.types import CacheHit, StoredEntry
 from semcache.verifiers.base import Verdict, Verifier
 
 logger = logging.getLogger("semcache")
@@ -55,22 +55,6 @@ DEFAULT_THRESHOLD = 0.87
 FEEDBACK_RADIUS = 0.95
 _CANDIDATES = 4  # nearest neighbours examined, so one stale or vetoed entry does not hide the next
 _SAVE_AFTER = 50_000  # vectors added to a scope before maintenance saves its index again
-
-
-@dataclass
-class Plan:
-    """One cacheable request, keyed once before the provider sees it."""
-
-    keyed: KeyedRequest
-    response_model: type[BaseModel]
-    context: Mapping[str, Any] | None
-    strict: bool
-    threshold: float | None = None  # a per-call override
-    read: bool = True
-    write: bool = True
-    ttl: float | None = None
-    vector: np.ndarray | None = field(default=None, repr=False)
-    embeddable: bool | None = None  # decided on the first semantic lookup
 
 
 class Front(Protocol):
@@ -227,7 +211,7 @@ class Pipeline:
         keyed, now = plan.keyed, time.time()
         entry = self.store.get_exact(keyed.exact_key, now)
         if entry is not None:
-            hit = self._rehydrate(plan, entry, 1.0, "exact")
+            hit = rehydrate(plan, entry, 1.0, "exact")
             if hit is not None:
                 return hit
         if not self._embeddable(plan):
@@ -253,7 +237,7 @@ class Pipeline:
         # tried best first by that similarity (a compressed index may order them slightly off).
         scored = sorted(
             (
-                (_similarity(row.embedding, vector), row)
+                (stored_similarity(row.embedding, vector), row)
                 for row in (rows.get(entry_id) for entry_id, _ in candidates)
                 if row is not None and row.scope == keyed.scope and row.prompt is not None
             ),
@@ -265,7 +249,7 @@ class Pipeline:
             verdict = self._verify(plan, row, similarity, vector, wrong_for.get(row.id), start)
             if not verdict.accept:
                 continue
-            hit = self._rehydrate(plan, row, min(similarity, 1.0), "semantic")
+            hit = rehydrate(plan, row, min(similarity, 1.0), "semantic")
             if hit is not None:
                 self._audit(plan, start, row, similarity, "hit", "")
                 return hit
@@ -306,7 +290,7 @@ class Pipeline:
 
     def _save(self, plan: Plan, value: BaseModel, completion: Any) -> int | None:
         vector = self._vector(plan) if self._embeddable(plan) else None
-        entry = self._entry(plan, value, completion, vector)
+        entry = entry_for(plan, value, completion, vector, self.settings.ttl)
         if entry is None:
             return None
         return self._write([(plan, entry)])[0]
@@ -322,35 +306,12 @@ class Pipeline:
         positions: list[int | None] = []
         for plan, value, completion in batch:
             vector = plan.vector if self._embeddable(plan) else None
-            entry = self._entry(plan, value, completion, vector)
+            entry = entry_for(plan, value, completion, vector, self.settings.ttl)
             positions.append(None if entry is None else len(entries))
             if entry is not None:
                 entries.append((plan, entry))
         ids = self._write(entries) if entries else []
         return [None if at is None else ids[at] for at in positions]
-
-    def _entry(
-        self, plan: Plan, value: BaseModel, completion: Any, vector: np.ndarray | None
-    ) -> NewEntry | None:
-        """The row for one answer; None when the answer does not survive a JSON round trip."""
-        keyed, model_cls = plan.keyed, plan.response_model
-        response_json = value.model_dump_json(by_alias=True)
-        # Store only what rehydrates to the same object; anything else would be a wrong answer later.
-        again = model_cls.model_validate_json(
-            response_json, context=plan.context, strict=plan.strict
-        )
-        if again.model_dump() != value.model_dump():
-            logger.debug("semcache: %s does not round-trip through JSON; not cached", model_cls)
-            return None
-        raw_json, usage_json, total_tokens = dump_completion(completion)
-        ttl = plan.ttl if plan.ttl is not None else self.settings.ttl
-        return NewEntry(
-            exact_key=keyed.exact_key, scope=keyed.scope, namespace=keyed.namespace,
-            model=keyed.model, schema_name=keyed.schema_name, prompt=keyed.text,
-            request_json=keyed.request_json, response_json=response_json, raw_json=raw_json,
-            usage_json=usage_json, total_tokens=total_tokens, embedding=vector,
-            expires_at=None if ttl is None else time.time() + ttl,
-        )  # fmt: skip
 
     def _write(self, entries: list[tuple[Plan, NewEntry]]) -> list[int]:
         """Write rows in one transaction, then retire what they replaced and apply the size bound."""
@@ -425,29 +386,6 @@ class Pipeline:
         """The index, with every entry of ``scope`` committed so far (by any process) added."""
         return self.scopes.catch_up(scope, self.embedder)
 
-    def _rehydrate(
-        self, plan: Plan, entry: StoredEntry, similarity: float, tier: Tier
-    ) -> CacheHit | None:
-        """Validate a stored answer against the current model; None when it no longer validates."""
-        try:
-            value = plan.response_model.model_validate_json(
-                entry.response_json, context=plan.context, strict=plan.strict
-            )
-        except Exception as exc:  # ValidationError, or a validator that raises something else
-            logger.debug(
-                "semcache: entry %s no longer validates, treated as a miss: %s", entry.id, exc
-            )
-            return None
-        completion = restore_completion(entry.raw_json)
-        hit = CacheHit(
-            value=value, completion=completion, similarity=similarity, tier=tier,
-            entry_id=entry.id, matched_prompt=entry.prompt, query=plan.keyed.text,
-            scope=plan.keyed.scope, tokens=entry.total_tokens,
-        )  # fmt: skip
-        attach(value, "_raw_response", completion)
-        attach(value, "_semcache_hit", hit)
-        return hit
-
     def _audit(
         self,
         plan: Plan,
@@ -468,10 +406,3 @@ class Pipeline:
 
     def _emit(self, event: Any) -> None:
         self.events.emit(event)
-
-
-def _similarity(blob: bytes | None, vector: np.ndarray) -> float:
-    """Cosine similarity of a stored float32 blob and a query vector (both unit length)."""
-    if blob is None or len(blob) != vector.size * 4:
-        return -2.0  # below any threshold: a missing or damaged vector never matches
-    return min(1.0, float(np.frombuffer(blob, dtype="<f4") @ vector))

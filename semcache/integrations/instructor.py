@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
 from semcache.errors import UsageError
 from semcache.integrations import instructor_internals as internals
-from semcache.pipeline import Front, Plan
+from semcache.pipeline import Front
+from semcache.requests import Plan
 from semcache.types import CacheHit
 
 if TYPE_CHECKING:

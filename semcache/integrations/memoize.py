@@ -31,7 +31,8 @@ from typing import Any, TypeVar, cast
 from pydantic import BaseModel
 
 from semcache.errors import UsageError
-from semcache.pipeline import Front, Plan
+from semcache.pipeline import Front
+from semcache.requests import Plan
 
 logger = logging.getLogger("semcache")
 
