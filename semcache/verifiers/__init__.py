@@ -14,17 +14,22 @@
 
 from __future__ import annotations
 
-from semcache.verifiers.base import Verifier
+from semcache.verifiers.base import ACCEPT, AcceptAll, Chain, Verdict, Verifier
 from semcache.verifiers.crossencoder import CrossEncoderVerifier
 from semcache.verifiers.learned import LearnedVerifier
 from semcache.verifiers.rules import CHECKS, DEFAULT_CHECKS, RuleVerifier
 
 __all__ = [
+    "ACCEPT",
     "CHECKS",
     "DEFAULT_CHECKS",
+    "AcceptAll",
+    "Chain",
     "CrossEncoderVerifier",
     "LearnedVerifier",
     "RuleVerifier",
+    "Verdict",
+    "Verifier",
     "default_verifier",
 ]
 
