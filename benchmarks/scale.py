@@ -358,14 +358,14 @@ def timed_load(self, scope):
     loads.append((time.perf_counter() - start, loaded))
     return loaded
 VectorIndex.load = timed_load
-from semcache.cache import SemanticCache
+from semcache.pipeline import Pipeline
 maintenance = []
-original_maintain = SemanticCache._maintain
+original_maintain = Pipeline._maintain
 def timed_maintain(self):
     start = time.perf_counter()
     original_maintain(self)
     maintenance.append(time.perf_counter() - start)
-SemanticCache._maintain = timed_maintain
+Pipeline._maintain = timed_maintain
 vectors = np.load({queries!r})
 rss0 = vm_rss()
 t0 = time.perf_counter()
