@@ -38,4 +38,4 @@ bench: install
 	$(PY) benchmarks/latency.py
 
 clean:
-	rm -rf $(VENV) .semcache-demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .semcache-demo .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache

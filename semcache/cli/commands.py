@@ -1,13 +1,13 @@
-"""The ``semcache`` command line: thin click commands over the library.
+"""The ``semcache`` command line: thin click commands over ``semcache.ops``.
 
-``admin`` (stats, ls, show, query, prune, vacuum), ``check``, ``audit_log`` (log), ``export`` and
-``importer``; ``cli_output`` prints what they return.
+``admin`` (stats, ls, show, query, prune, vacuum), ``check``, ``audit_log`` (log), ``export``,
+``importer`` and ``tuning`` (tune); ``semcache.cli.output`` prints what they return.
 
 Each command opens the cache file, calls one library function and formats what it returns, so
 everything the CLI does is also a function call away. Library errors (``SemcacheError``) and
 environment errors (``OSError``) become one-line messages with exit code 1; a traceback means a bug.
 Only ``query``, and ``import`` when it must re-embed, load the embedding model: the other commands
-read SQLite alone and never import torch, which keeps them fast to start.
+read SQLite alone and import neither torch nor instructor, which keeps them fast to start.
 """
 
 from __future__ import annotations
