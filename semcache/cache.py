@@ -37,6 +37,7 @@ from semcache.requests import Plan
 from semcache.shadow import Shadow
 from semcache.storage import SQLiteStore, open_store
 from semcache.types import CacheHit, CacheStats
+from semcache.verifiers.agreement import DEFAULT_MARGIN
 from semcache.verifiers.base import Verifier
 
 if TYPE_CHECKING:
@@ -67,7 +68,10 @@ class SemanticCache:
     gets a higher threshold. ``index_vectors`` ("float32", "fp16" or "sq8") is how the FAISS index
     holds vectors in memory: compression saves memory on large scopes at a small cost in which
     candidates are proposed, never in the similarity that decides (always from the float32 vector
-    in SQLite).
+    in SQLite). ``agreement_margin``: a semantic candidate is not served when another candidate at
+    or above the threshold, at most this much less similar, holds a different answer (labels,
+    numbers, ids and short strings are compared; prose is not); None serves the best accepted
+    candidate regardless (``semcache.verifiers.agreement``).
     """
 
     def __init__(
@@ -89,9 +93,12 @@ class SemanticCache:
         fail_open: bool = False,
         busy_timeout: float = 5.0,
         index_vectors: VectorKind = "float32",
+        agreement_margin: float | None = DEFAULT_MARGIN,
     ) -> None:
         if index_vectors not in VECTOR_KINDS:
             raise UsageError(f"index_vectors must be one of {', '.join(VECTOR_KINDS)}")
+        if agreement_margin is not None and not 0.0 <= agreement_margin <= 2.0:
+            raise UsageError("agreement_margin must be None or a similarity gap in [0, 2]")
         if not isinstance(namespace, str) or not namespace:
             raise UsageError("namespace must be a non-empty string")
         settings = Settings(
@@ -104,6 +111,7 @@ class SemanticCache:
             audit_retention=audit_retention,
             audit_max_rows=audit_max_rows,
             index_vectors=index_vectors,
+            agreement_margin=agreement_margin,
         )
         embedder_ = resolve_embedder(embedder)
         verifier_ = lifecycle.resolve_verifier(verifier, _DEFAULT_VERIFIER)

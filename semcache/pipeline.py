@@ -46,6 +46,10 @@ from semcache.storage.base import NewEntry, Store
 from semcache.storage.ledger import Ledger
 from semcache.storage.sqlite import SQLiteStore
 from semcache.types import CacheHit, StoredEntry
+from semcache.verifiers.agreement import (
+    DEFAULT_MARGIN,
+    find_rival,
+)
 from semcache.verifiers.base import Verdict, Verifier
 
 logger = logging.getLogger("semcache")
@@ -81,6 +85,7 @@ class Settings:
     audit_retention: float = 30 * 86400.0
     audit_max_rows: int = 100_000
     index_vectors: VectorKind = "float32"
+    agreement_margin: float | None = DEFAULT_MARGIN  # None: serve without answer agreement
 
 
 class Pipeline:
@@ -243,12 +248,28 @@ class Pipeline:
             ),
             key=lambda pair: -pair[0],
         )
-        for similarity, row in scored:
-            if similarity < threshold:
-                continue
-            verdict = self._verify(plan, row, similarity, vector, wrong_for.get(row.id), start)
+        eligible = [(similarity, row) for similarity, row in scored if similarity >= threshold]
+        judged: dict[int, Verdict] = {}
+
+        def judge(similarity: float, row: StoredEntry) -> Verdict:
+            if row.id not in judged:
+                judged[row.id] = self._judge(plan, row, similarity, vector, wrong_for.get(row.id))
+            return judged[row.id]
+
+        for similarity, row in eligible:
+            verdict = judge(similarity, row)
             if not verdict.accept:
+                self._veto(plan, row, similarity, verdict, start)
                 continue
+            rival = find_rival(similarity, row, eligible, judge, self.settings.agreement_margin)
+            if rival is not None:
+                # A candidate about as near as this one holds another answer: the query sits
+                # between them and none is served (semcache.verifiers.agreement).
+                reason = f"a candidate at similarity {rival:.4f} holds another answer"
+                verdict = self._veto(
+                    plan, row, similarity, Verdict(False, reason, "agreement"), start
+                )
+                break
             hit = rehydrate(plan, row, min(similarity, 1.0), "semantic")
             if hit is not None:
                 self._audit(plan, start, row, similarity, "hit", "")
@@ -258,34 +279,39 @@ class Pipeline:
             self._audit(plan, start, None, best, "below_threshold", "")
         return None
 
-    def _verify(
+    def _judge(
         self,
         plan: Plan,
         row: StoredEntry,
         similarity: float,
         vector: np.ndarray,
         wrong_for: np.ndarray | None,
-        start: float,
     ) -> Verdict:
-        """Feedback first (a hit marked wrong for a near-duplicate query), then the verifier."""
+        """Feedback first (a hit marked wrong for a near-duplicate query), then the verifier;
+        nothing is recorded here (a rival is judged without being tried)."""
         query = plan.keyed.text or ""
         assert row.prompt is not None
         if wrong_for is not None and float((wrong_for @ vector).max()) >= FEEDBACK_RADIUS:
-            verdict = Verdict(False, "marked wrong for a near-duplicate query", "feedback")
-        else:
-            verdict = self.verifier.verify(query, row.prompt, similarity)
-        if not verdict.accept:
-            stage = verdict.stage or self.verifier.name
-            scope = plan.keyed.scope
-            self.ledger.row("vetoes", (
-                time.time(), scope, row.id, query, row.prompt, similarity, stage, verdict.reason,
+            return Verdict(False, "marked wrong for a near-duplicate query", "feedback")
+        return self.verifier.verify(query, row.prompt, similarity)
+
+    def _veto(
+        self, plan: Plan, row: StoredEntry, similarity: float, verdict: Verdict, start: float
+    ) -> Verdict:
+        """Record a veto: the vetoes table, the audit log and a ``VetoEvent``."""
+        query = plan.keyed.text or ""
+        assert row.prompt is not None
+        stage = verdict.stage or self.verifier.name
+        scope = plan.keyed.scope
+        self.ledger.row("vetoes", (
+            time.time(), scope, row.id, query, row.prompt, similarity, stage, verdict.reason,
+        ))  # fmt: skip
+        self._audit(plan, start, row, similarity, "veto", f"{stage}: {verdict.reason}")
+        if self.events.active:
+            self._emit(VetoEvent(
+                plan.keyed.namespace, scope, row.id, query, row.prompt, similarity, stage,
+                verdict.reason,
             ))  # fmt: skip
-            self._audit(plan, start, row, similarity, "veto", f"{stage}: {verdict.reason}")
-            if self.events.active:
-                self._emit(VetoEvent(
-                    plan.keyed.namespace, scope, row.id, query, row.prompt, similarity, stage,
-                    verdict.reason,
-                ))  # fmt: skip
         return verdict
 
     def _save(self, plan: Plan, value: BaseModel, completion: Any) -> int | None:
