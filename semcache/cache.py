@@ -94,6 +94,7 @@ class SemanticCache:
         busy_timeout: float = 5.0,
         index_vectors: VectorKind = "float32",
         agreement_margin: float | None = DEFAULT_MARGIN,
+        schema_evidence: bool = True,
     ) -> None:
         if index_vectors not in VECTOR_KINDS:
             raise UsageError(f"index_vectors must be one of {', '.join(VECTOR_KINDS)}")
@@ -112,6 +113,7 @@ class SemanticCache:
             audit_max_rows=audit_max_rows,
             index_vectors=index_vectors,
             agreement_margin=agreement_margin,
+            schema_evidence=schema_evidence,
         )
         embedder_ = resolve_embedder(embedder)
         verifier_ = lifecycle.resolve_verifier(verifier, _DEFAULT_VERIFIER)

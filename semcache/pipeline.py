@@ -51,6 +51,7 @@ from semcache.verifiers.agreement import (
     find_rival,
 )
 from semcache.verifiers.base import Verdict, Verifier
+from semcache.verifiers.schema_terms import check_schema_terms, schema_terms
 
 logger = logging.getLogger("semcache")
 
@@ -86,6 +87,7 @@ class Settings:
     audit_max_rows: int = 100_000
     index_vectors: VectorKind = "float32"
     agreement_margin: float | None = DEFAULT_MARGIN  # None: serve without answer agreement
+    schema_evidence: bool = True  # words naming an answer value must match (schema_terms)
 
 
 class Pipeline:
@@ -293,7 +295,11 @@ class Pipeline:
         assert row.prompt is not None
         if wrong_for is not None and float((wrong_for @ vector).max()) >= FEEDBACK_RADIUS:
             return Verdict(False, "marked wrong for a near-duplicate query", "feedback")
-        return self.verifier.verify(query, row.prompt, similarity)
+        verdict = self.verifier.verify(query, row.prompt, similarity)
+        if verdict.accept and self.settings.schema_evidence:
+            terms = schema_terms(plan.response_model)
+            return check_schema_terms(query, row.prompt, terms)
+        return verdict
 
     def _veto(
         self, plan: Plan, row: StoredEntry, similarity: float, verdict: Verdict, start: float

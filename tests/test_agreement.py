@@ -86,7 +86,7 @@ def _messages(text: str) -> list[dict[str, str]]:
 
 
 def _open(path: Path, embedder: SentenceTransformerEmbedder, **kwargs: object) -> SemanticCache:
-    return SemanticCache(path, embedder=embedder, verifier=None, **kwargs)  # type: ignore[arg-type]
+    return SemanticCache(path, embedder=embedder, verifier=None, schema_evidence=False, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -161,7 +161,11 @@ def test_no_farther_answer_is_served_after_a_nearer_one_with_another_answer_is_v
     nearest = RESET if sims[0] >= sims[1] else CHANGE
     stages: list[str] = []
     with SemanticCache(
-        two_answers, embedder=embedder, verifier=VetoText(nearest), threshold=min(sims) - 0.01
+        two_answers,
+        embedder=embedder,
+        verifier=VetoText(nearest),
+        threshold=min(sims) - 0.01,
+        schema_evidence=False,
     ) as cache:
         cache.events.on(lambda e: stages.append(e.stage), VetoEvent)  # type: ignore[attr-defined]
         assert cache.lookup(_messages(QUERY), Intent, model="m") is None
@@ -172,6 +176,7 @@ def test_no_farther_answer_is_served_after_a_nearer_one_with_another_answer_is_v
         verifier=VetoText(nearest),
         threshold=min(sims) - 0.01,
         agreement_margin=None,
+        schema_evidence=False,
     ) as cache:
         hit = cache.lookup(_messages(QUERY), Intent, model="m")
         assert hit is not None and hit.matched_prompt != nearest

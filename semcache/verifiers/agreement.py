@@ -36,11 +36,12 @@ PROSE_WORDS = 8
 DEFAULT_MARGIN = 0.05
 
 # Veto stages that say a candidate is another instance of the request (another order number,
-# amount, date or unit) or an answer marked wrong for such queries: that candidate's different
+# amount, date or unit, a word naming another answer value) or an answer marked wrong for such
+# queries: that candidate's different
 # answer is expected and is no evidence against the one being served. Any other veto (another
 # meaning, perhaps) leaves the candidate a rival.
 ANOTHER_INSTANCE = frozenset(
-    {"rules.identifier", "rules.number", "rules.unit", "rules.date", "feedback"}
+    {"rules.identifier", "rules.number", "rules.unit", "rules.date", "schema", "feedback"}
 )
 
 _PROSE = object()  # marks a value left out of the comparison
