@@ -14,7 +14,7 @@ With ``SemanticCache(shadow_rate=...)``, a sampled semantic hit is also re-asked
 the background (a worker thread, or a task on the caller's event loop) and the two structured
 answers are compared; the caller gets the cached answer at once either way.
 
-The sync and async wrappers share ``_Calls``: they differ only in how they call the provider and in
+The sync and async wrappers share ``Calls`` (``semcache.integrations.calls``): they differ only in how they call the provider and in
 running cache work in a thread (``asyncio.to_thread``) so the event loop never waits on SQLite or
 the embedding model. Their methods are typed like instructor's own: ``create(response_model=User)``
 is a ``User`` to a type checker (an awaitable of one on the async client), and
@@ -27,13 +27,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import weakref
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
 from semcache.errors import UsageError
 from semcache.integrations import instructor_internals as internals
+from semcache.integrations.calls import Calls
 from semcache.pipeline import Front
 from semcache.requests import Plan
 from semcache.types import CacheHit
@@ -70,58 +69,11 @@ def wrap_client(cache: Front, client: Any) -> CachedClient:
     return CachedInstructor(cache, client)
 
 
-class _Calls:
-    """What both wrappers share: turning a call into a cache ``Plan`` (or None to pass through)."""
-
-    def __init__(self, cache: Front, client: Any) -> None:
-        self.pipeline = cache.pipeline
-        self.client = client
-
-    def plan(
-        self,
-        response_model: Any,
-        messages: Any,
-        context: Mapping[str, Any] | None,
-        strict: bool,
-        kwargs: dict[str, Any],
-        threshold: float | None,
-        read: bool,
-        write: bool,
-        ttl: float | None,
-    ) -> Plan | None:
-        if kwargs.get("stream") or not (read or write):
-            return None
-        _reject_async_validators(response_model)
-        # The client's defaults (from_provider's model, say) apply unless the call overrides them,
-        # exactly as instructor's own handle_kwargs merges them.
-        merged = {**getattr(self.client, "kwargs", {}), **kwargs}
-        model = merged.pop("model", None) or _default_model(self.client)
-        if model is None:
-            # The model is part of the key; a request whose model we cannot see could be served
-            # another model's answer, so it is not cached.
-            logger.debug("semcache: no model visible for this call; not cached")
-            return None
-        return self.pipeline.plan(
-            messages=messages,
-            response_model=response_model,
-            model=model,
-            context=context,
-            strict=strict,
-            provider=internals.enum_value(getattr(self.client, "provider", "unknown")),
-            mode=internals.enum_value(getattr(self.client, "mode", "unknown")),
-            params=merged,
-            threshold=threshold,
-            read=read,
-            write=write,
-            ttl=ttl,
-        )
-
-
 class _Wrapper:
     """What both wrappers hold: the client, the cache, and the calls that pass through untouched."""
 
     def __init__(self, cache: Front, client: Any) -> None:
-        self._calls = _Calls(cache, client)
+        self._calls = Calls(cache, client)
         self.client = client
         self.cache = cache
         self.pipeline = cache.pipeline
@@ -355,44 +307,6 @@ class AsyncCachedInstructor(_Wrapper):
         """Wait for background shadow tasks started on this event loop."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-
-_CHECKED: weakref.WeakKeyDictionary[type, Exception | None] = weakref.WeakKeyDictionary()
-
-
-def _reject_async_validators(response_model: Any) -> None:
-    """Raise what instructor's own ``create`` raises for a model with async validators.
-
-    instructor refuses such models before calling the provider; a cache hit must not quietly
-    succeed where the live call would fail. Checked once per class.
-    """
-    if not isinstance(response_model, type):
-        return
-    if response_model not in _CHECKED:
-        reject_async_validators = internals.async_validator_check()
-        if reject_async_validators is None:  # an instructor without the check
-            _CHECKED[response_model] = None
-            return
-        try:
-            reject_async_validators(response_model)
-            _CHECKED[response_model] = None
-        except Exception as exc:
-            _CHECKED[response_model] = exc
-    error = _CHECKED[response_model]
-    if error is not None:
-        raise error
-
-
-def _default_model(client: Any) -> str | None:
-    """The model a client injects when a call names none (``from_provider("openai/gpt-4o")``).
-
-    instructor keeps it in the closure of its patched create function rather than on the client,
-    so it is read from there.
-    """
-    found = getattr(client, "default_model", None)
-    if isinstance(found, str):
-        return found
-    return internals.closure_default_model(getattr(client, "create_fn", None))
 
 
 CachedClient: TypeAlias = CachedInstructor | AsyncCachedInstructor
