@@ -11,8 +11,9 @@ Per-call parameters, visible in the signatures below, control the cache: ``semca
 answer, in seconds).
 
 With ``SemanticCache(shadow_rate=...)``, a sampled semantic hit is also re-asked of the provider in
-the background (a worker thread, or a task on the caller's event loop) and the two structured
-answers are compared; the caller gets the cached answer at once either way.
+the background (``semcache.integrations.shadow_calls``: a worker thread, or a task on the caller's
+event loop) and the two structured answers are compared; the caller gets the cached answer at once
+either way.
 
 The sync and async wrappers share ``Calls`` (``semcache.integrations.calls``): they differ only in how they call the provider and in
 running cache work in a thread (``asyncio.to_thread``) so the event loop never waits on SQLite or
@@ -25,24 +26,19 @@ in ``semcache.integrations.instructor_internals`` only.
 from __future__ import annotations
 
 import asyncio
-import logging
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
 from semcache.errors import UsageError
 from semcache.integrations import instructor_internals as internals
 from semcache.integrations.calls import Calls
+from semcache.integrations.shadow_calls import ShadowCalls
 from semcache.pipeline import Front
 from semcache.requests import Plan
-from semcache.types import CacheHit
 
 if TYPE_CHECKING:
     from instructor import AsyncInstructor, Instructor
 
 T = TypeVar("T")
-
-logger = logging.getLogger("semcache")
 
 
 @overload
@@ -77,9 +73,7 @@ class _Wrapper:
         self.client = client
         self.cache = cache
         self.pipeline = cache.pipeline
-        self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._shadows = ShadowCalls(cache.pipeline, client)
 
     def create_partial(self, *args: Any, **kwargs: Any) -> Any:
         """Streams partial objects from the provider; never cached."""
@@ -167,9 +161,7 @@ class CachedInstructor(_Wrapper):
         hit = self.pipeline.serve(plan)
         if hit is not None:
             if self.pipeline.shadow.sample(hit):
-                self._shadow_pool().submit(
-                    self._shadow, hit, messages, plan, max_retries, dict(kwargs)
-                )
+                self._shadows.submit(hit, messages, plan, max_retries, kwargs)
             return hit.value, hit.completion
         value, completion = self.client.create_with_completion(
             messages=messages, response_model=plan.response_model, max_retries=max_retries,
@@ -178,31 +170,9 @@ class CachedInstructor(_Wrapper):
         self.pipeline.save(plan, value, completion)
         return value, completion
 
-    def _shadow_pool(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="semcache-shadow")
-            return self._pool
-
-    def _shadow(
-        self, hit: CacheHit, messages: Any, plan: Plan, max_retries: Any, kwargs: dict[str, Any]
-    ) -> None:
-        """Re-ask the provider for a served semantic hit and record whether the answers agree."""
-        try:
-            fresh = self.client.create(
-                messages=messages, response_model=plan.response_model, max_retries=max_retries,
-                context=plan.context, strict=plan.strict, **kwargs,
-            )  # fmt: skip
-            self.pipeline.record_shadow(hit, fresh)
-        except Exception as exc:  # a shadow call must never surface to the app
-            logger.debug("semcache: shadow verification failed: %s", exc)
-
     def drain(self, timeout: float | None = None) -> None:
         """Wait for background shadow calls (before exiting, or in tests)."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=timeout is None or timeout > 0)
+        self._shadows.drain(timeout)
 
 
 class AsyncCachedInstructor(_Wrapper):
@@ -278,11 +248,7 @@ class AsyncCachedInstructor(_Wrapper):
         hit = await asyncio.to_thread(self.pipeline.serve, plan)
         if hit is not None:
             if self.pipeline.shadow.sample(hit):
-                task = asyncio.create_task(
-                    self._ashadow(hit, messages, plan, max_retries, dict(kwargs))
-                )
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._shadows.spawn(hit, messages, plan, max_retries, kwargs)
             return hit.value, hit.completion
         value, completion = await self.client.create_with_completion(
             messages=messages, response_model=plan.response_model, max_retries=max_retries,
@@ -291,22 +257,9 @@ class AsyncCachedInstructor(_Wrapper):
         await asyncio.to_thread(self.pipeline.save, plan, value, completion)
         return value, completion
 
-    async def _ashadow(
-        self, hit: CacheHit, messages: Any, plan: Plan, max_retries: Any, kwargs: dict[str, Any]
-    ) -> None:
-        try:
-            fresh = await self.client.create(
-                messages=messages, response_model=plan.response_model, max_retries=max_retries,
-                context=plan.context, strict=plan.strict, **kwargs,
-            )  # fmt: skip
-            await asyncio.to_thread(self.pipeline.record_shadow, hit, fresh)
-        except Exception as exc:
-            logger.debug("semcache: shadow verification failed: %s", exc)
-
     async def adrain(self) -> None:
         """Wait for background shadow tasks started on this event loop."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._shadows.adrain()
 
 
 CachedClient: TypeAlias = CachedInstructor | AsyncCachedInstructor
