@@ -24,6 +24,8 @@ from pydantic import BaseModel, field_validator
 from semcache import SemanticCache, UsageError, cache_hit
 from semcache.events import HitEvent, StoreEvent
 
+from .conftest import readme_block
+
 SYSTEM = "You answer support questions."
 MODES = {
     "tools": instructor.Mode.TOOLS,
@@ -498,3 +500,15 @@ def test_raw_streams_pass_through(both: tuple[Driver, Any]) -> None:
         )
         assert chunks and all(chunk.object == "chat.completion.chunk" for chunk in chunks)
     assert provider.count == 2 and len(client.cache) == 0
+
+
+def test_the_readme_example_runs(tmp_path: Any, monkeypatch: Any, capsys: Any) -> None:
+    code = readme_block("Streaming calls")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-never-used")  # the answer is a hit: no request is made
+    scope: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    scope["cache"].close()
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) >= 4 and printed[-1] == "exact"
+    assert printed[0] == "name=None age=None" and printed[-2] == "name='Jason' age=25"
