@@ -360,15 +360,26 @@ def test_a_streamed_miss_serves_create_and_create_with_completion(
     both: tuple[Driver, Any],
 ) -> None:
     client, provider = both
-    live = client.stream_create("Where is my parcel?", instructor.Partial[Answer])
+    live = client.partial("Where is my parcel?")
     value = client.create("Where is my parcel?")
     again, completion = client.create_with_completion("Where's my parcel?")
-    partial = client.partial("Where is my parcel?")
+    from_stream = client.stream_create("Where is my parcel?", instructor.Partial[Answer])
     assert provider.count == 1
     assert value.model_dump() == again.model_dump() == live[-1].model_dump()
-    assert partial[-1].model_dump() == live[-1].model_dump()
+    assert from_stream[-1].model_dump() == live[-1].model_dump()
     assert cache_hit(value).tier == "exact" and cache_hit(again).tier == "semantic"  # type: ignore[union-attr]
     assert completion is None  # a stream's raw completion is not kept
+
+
+def test_a_plain_model_with_stream_true_passes_through(both: tuple[Driver, Any]) -> None:
+    """instructor cannot stream a plain model; a hit must not succeed where the call fails."""
+    client, provider = both
+    client.create("Where is my parcel?")
+    for _ in range(2):
+        before = provider.count
+        with pytest.raises(Exception):  # noqa: B017 (whatever instructor raises, unchanged)
+            client.create("Where is my parcel?", stream=True, max_retries=1)
+        assert provider.count > before, "the stored answer was not served"
 
 
 def test_iterable_entries_are_their_own(both: tuple[Driver, Any]) -> None:
@@ -464,7 +475,7 @@ def test_replay_delay_paces_the_objects(both: tuple[Driver, Any]) -> None:
     start = time.perf_counter()
     paced = client.partial("Where is my parcel?", semcache_replay_delay=0.02)
     slow = time.perf_counter() - start
-    assert len(paced) == len(fast) >= 3
+    assert len(paced) == len(fast) >= 3 and paced[-1].model_dump() == fast[-1].model_dump()
     assert slow >= 0.02 * (len(paced) - 1) > quick
     with pytest.raises(UsageError, match="semcache_replay_delay"):
         client.partial("Where is my parcel?", semcache_replay_delay=-1)
@@ -476,9 +487,10 @@ def test_streamed_hits_count_emit_and_are_audited(tmp_path: Any, embedder: Any) 
         c.events.on(events.append)
         streaming = StreamingProvider("tools")
         client = make_driver(c, streaming, is_async=False)
-        client.partial("How do I reset my password?")
-        client.partial("How do I reset my password?")
-        client.partial("How can I reset my password?")
+        live = client.partial("How do I reset my password?")
+        exact = client.partial("How do I reset my password?")
+        semantic = client.partial("How can I reset my password?")
+        assert exact[-1].model_dump() == semantic[-1].model_dump() == live[-1].model_dump()
         stats = c.stats()
         assert (stats.exact_hits, stats.semantic_hits, stats.misses) == (1, 1, 1)
         assert stats.calls_avoided == 2
