@@ -49,18 +49,6 @@ class AsyncAsSync:
     def create_with_completion(self, **kwargs: Any) -> Any:
         return self._run(self.wrapped.create_with_completion(**kwargs))
 
-    def create_partial(self, **kwargs: Any) -> Any:
-        async def collect() -> list[Any]:
-            return [part async for part in self.wrapped.create_partial(**kwargs)]
-
-        return iter(self._run(collect()))
-
-    def create_iterable(self, **kwargs: Any) -> Any:
-        async def collect() -> list[Any]:
-            return [item async for item in self.wrapped.create_iterable(**kwargs)]
-
-        return iter(self._run(collect()))
-
 
 @pytest.fixture(params=["sync", "async"])
 def client(
@@ -189,18 +177,6 @@ def test_chat_completions_create_goes_through_the_cache(
     assert provider.count == 1 and cache_hit(again) is not None
 
 
-def test_streaming_always_reaches_the_provider(client: Any, provider: FakeProvider) -> None:
-    messages = [{"role": "user", "content": "Where is my parcel?"}]
-    for _ in range(2):
-        parts = list(client.create_partial(model="m", response_model=Answer, messages=messages))
-        assert parts[-1].text == "Where is my parcel?"
-    for _ in range(2):
-        items = list(client.create_iterable(model="m", response_model=Answer, messages=messages))
-        assert items[0].text == "Where is my parcel?"
-    assert provider.count == 4
-    assert len(client.cache) == 0
-
-
 def test_bypass_read_and_write(client: Any, provider: FakeProvider) -> None:
     ask(client, "Where is my parcel?", semcache_write=False)
     assert len(client.cache) == 0
@@ -271,19 +247,6 @@ async def test_async_client_hits(aclient: Any, provider: FakeProvider) -> None:
     assert provider.count == 1
     assert second.model_dump() == first.model_dump() and completion.usage.total_tokens > 0
     assert cache_hit(paraphrase).tier == "semantic"
-
-
-async def test_async_streaming_passes_through(aclient: Any, provider: FakeProvider) -> None:
-    messages = [{"role": "user", "content": "Where is my parcel?"}]
-    for _ in range(2):
-        parts = [
-            p
-            async for p in aclient.create_partial(
-                model="m", response_model=Answer, messages=messages
-            )
-        ]
-        assert parts[-1].text == "Where is my parcel?"
-    assert provider.count == 2
 
 
 def test_stats_count_hits_and_tokens(client: Any, provider: FakeProvider) -> None:

@@ -77,6 +77,41 @@ def test_mode_and_provider_are_enums_with_string_values() -> None:
     assert internals.enum_value(client.provider) == "openai"
 
 
+def test_partial_classes_name_their_model_and_parse_json_chunks() -> None:
+    """Streamed hits are replayed through ``Partial[M].model_from_chunks``, and
+    ``create(stream=True, response_model=Partial[M])`` is keyed by the M the class names."""
+    assert internals.partial_base(instructor.Partial[Answer]) is Answer, (
+        f"instructor {instructor.__version__}'s Partial[M] no longer names M as "
+        f"{internals.PARTIAL_ORIGINAL_ATTR}: create(stream=True) with Partial[M] would pass "
+        f"through uncached. Update {WHERE}."
+    )
+    assert internals.partial_base(Answer) is None
+    parser = internals.partial_parser(Answer)
+    parts = list(parser(iter(['{"te', 'xt": "hel', 'lo"}']), strict=True))
+    assert [p.text for p in parts] == [None, "hel", "hello"], (
+        f"instructor {instructor.__version__}'s {internals.PARTIAL_PARSER} no longer turns JSON "
+        f"text chunks into partial objects: cached streams would not replay. Update {WHERE}."
+    )
+    assert parts[-1] == Answer(text="hello")
+
+
+def test_iterable_models_hold_their_items_and_parse_json_chunks() -> None:
+    """Iterable calls are keyed and stored as ``IterableModel(M)``; hits replay through its
+    ``tasks_from_chunks``."""
+    model = internals.iterable_model(Answer)
+    assert internals.ITERABLE_FIELD in model.model_fields, (
+        f"instructor {instructor.__version__}'s IterableModel has no field "
+        f"{internals.ITERABLE_FIELD!r}: streamed lists could not be stored. Update {WHERE}."
+    )
+    assert internals.iterable_model(Answer) is model  # built once per model
+    chunks = ['{"tasks": [{"text": "a"}, {"te', 'xt": "b"}]}']
+    items = list(internals.iterable_parser(model)(iter(chunks), strict=True))
+    assert items == [Answer(text="a"), Answer(text="b")], (
+        f"instructor {instructor.__version__}'s {internals.ITERABLE_PARSER} no longer yields "
+        f"each item of a JSON list: cached iterables would not replay. Update {WHERE}."
+    )
+
+
 def test_the_supported_versions_are_the_ones_pyproject_states() -> None:
     from importlib.metadata import requires
 

@@ -43,6 +43,12 @@ reveal_type(
         model="gpt-4o-mini", response_model=User, messages=messages, semcache_threshold=0.9
     )
 )
+reveal_type(client.create_partial(model="gpt-4o-mini", response_model=User, messages=messages))
+reveal_type(
+    client.create_iterable(
+        model="gpt-4o-mini", response_model=User, messages=messages, semcache_replay_delay=0.05
+    )
+)
 aclient = cache.wrap(instructor.from_openai(AsyncOpenAI()))
 
 
@@ -55,6 +61,11 @@ async def main() -> None:
         model="gpt-4o-mini", response_model=User, messages=messages, semcache_ttl=60.0
     )
     reveal_type(pair)
+    reveal_type(aclient.create_partial(model="gpt-4o-mini", response_model=User, messages=messages))
+    async for item in aclient.create_iterable(
+        model="gpt-4o-mini", response_model=User, messages=messages
+    ):
+        reveal_type(item)
 
 
 client.create(model="gpt-4o-mini", response_model=User, messages=messages, semcache_read=False)
@@ -81,9 +92,13 @@ def test_a_users_type_checker_sees_the_response_model(tmp_path: Path) -> None:
     assert revealed == [
         "user.User",
         "tuple[user.User, Any]",
+        "typing.Generator[user.User, None, None]",
+        "typing.Generator[user.User, None, None]",
         "typing.Coroutine[Any, Any, user.User]",
         "user.User",
         "tuple[user.User, Any]",
+        "typing.AsyncGenerator[user.User, None]",
+        "user.User",
     ], result.stdout
     # Only the user's file counts: semcache's own sources are checked by ``make lint``, with its
     # configuration (a wheel's are not reported to users at all).

@@ -1,49 +1,48 @@
 """Wrap an instructor client so that its structured calls go through a ``SemanticCache``.
 
 The wrapper has the client's interface: ``create``, ``create_with_completion``,
-``chat.completions.create`` and ``messages.create`` consult the cache; ``create_partial``,
-``create_iterable`` and any call with ``stream=True`` always reach the provider (a stream is not
-cached); everything else is delegated untouched.
+``chat.completions.create`` and ``messages.create`` consult the cache, and so do the streaming
+calls, ``create_partial``, ``create_iterable`` and ``create(stream=True)`` with ``Partial[M]`` or
+``Iterable[M]`` (``semcache.integrations.streaming``: a hit is replayed as a stream, a live stream
+is stored once it has ended). A raw ``stream=True`` call without a response model, and everything
+else, is delegated untouched.
 
 Per-call parameters, visible in the signatures below, control the cache: ``semcache_threshold``
 (a cosine similarity for this call), ``semcache_read=False`` (do not serve from the cache),
-``semcache_write=False`` (do not store the answer) and ``semcache_ttl`` (lifetime of the stored
-answer, in seconds).
+``semcache_write=False`` (do not store the answer), ``semcache_ttl`` (lifetime of the stored
+answer, in seconds) and, on streams, ``semcache_replay_delay`` (seconds between replayed objects).
 
 With ``SemanticCache(shadow_rate=...)``, a sampled semantic hit is also re-asked of the provider in
-the background (a worker thread, or a task on the caller's event loop) and the two structured
-answers are compared; the caller gets the cached answer at once either way.
+the background (``semcache.integrations.shadow_calls``) and the two structured answers are
+compared; the caller gets the cached answer at once either way.
 
-The sync and async wrappers share ``_Calls``: they differ only in how they call the provider and in
-running cache work in a thread (``asyncio.to_thread``) so the event loop never waits on SQLite or
-the embedding model. Their methods are typed like instructor's own: ``create(response_model=User)``
-is a ``User`` to a type checker (an awaitable of one on the async client), and
-``create_with_completion`` a ``tuple[User, Any]``. What instructor does not publish as API is read
-in ``semcache.integrations.instructor_internals`` only.
+The sync and async wrappers key calls with ``Calls`` (``semcache.integrations.calls``): they differ
+only in how they call the provider and in running cache work in a thread (``asyncio.to_thread``)
+so the event loop never waits on SQLite or the embedding model. Their methods are typed like
+instructor's own: ``create(response_model=User)`` is a ``User`` to a type checker (an awaitable of
+one on the async client), ``create_with_completion`` a ``tuple[User, Any]``, ``create_partial`` a
+generator of ``User`` (an async generator on the async client). What instructor does not publish
+as API is read in ``semcache.integrations.instructor_internals`` only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import threading
-import weakref
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncGenerator, Generator
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
 from semcache.errors import UsageError
 from semcache.integrations import instructor_internals as internals
+from semcache.integrations import streaming
+from semcache.integrations.calls import Calls
+from semcache.integrations.shadow_calls import ShadowCalls
 from semcache.pipeline import Front
 from semcache.requests import Plan
-from semcache.types import CacheHit
 
 if TYPE_CHECKING:
     from instructor import AsyncInstructor, Instructor
 
 T = TypeVar("T")
-
-logger = logging.getLogger("semcache")
 
 
 @overload
@@ -70,72 +69,16 @@ def wrap_client(cache: Front, client: Any) -> CachedClient:
     return CachedInstructor(cache, client)
 
 
-class _Calls:
-    """What both wrappers share: turning a call into a cache ``Plan`` (or None to pass through)."""
-
-    def __init__(self, cache: Front, client: Any) -> None:
-        self.pipeline = cache.pipeline
-        self.client = client
-
-    def plan(
-        self,
-        response_model: Any,
-        messages: Any,
-        context: Mapping[str, Any] | None,
-        strict: bool,
-        kwargs: dict[str, Any],
-        threshold: float | None,
-        read: bool,
-        write: bool,
-        ttl: float | None,
-    ) -> Plan | None:
-        if kwargs.get("stream") or not (read or write):
-            return None
-        _reject_async_validators(response_model)
-        # The client's defaults (from_provider's model, say) apply unless the call overrides them,
-        # exactly as instructor's own handle_kwargs merges them.
-        merged = {**getattr(self.client, "kwargs", {}), **kwargs}
-        model = merged.pop("model", None) or _default_model(self.client)
-        if model is None:
-            # The model is part of the key; a request whose model we cannot see could be served
-            # another model's answer, so it is not cached.
-            logger.debug("semcache: no model visible for this call; not cached")
-            return None
-        return self.pipeline.plan(
-            messages=messages,
-            response_model=response_model,
-            model=model,
-            context=context,
-            strict=strict,
-            provider=internals.enum_value(getattr(self.client, "provider", "unknown")),
-            mode=internals.enum_value(getattr(self.client, "mode", "unknown")),
-            params=merged,
-            threshold=threshold,
-            read=read,
-            write=write,
-            ttl=ttl,
-        )
-
-
 class _Wrapper:
     """What both wrappers hold: the client, the cache, and the calls that pass through untouched."""
 
     def __init__(self, cache: Front, client: Any) -> None:
-        self._calls = _Calls(cache, client)
+        self._calls = Calls(cache, client)
+        self._streams = streaming.Streams(self._calls)
         self.client = client
         self.cache = cache
         self.pipeline = cache.pipeline
-        self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def create_partial(self, *args: Any, **kwargs: Any) -> Any:
-        """Streams partial objects from the provider; never cached."""
-        return self.client.create_partial(*args, **kwargs)
-
-    def create_iterable(self, *args: Any, **kwargs: Any) -> Any:
-        """Streams objects from the provider; never cached."""
-        return self.client.create_iterable(*args, **kwargs)
+        self._shadows = ShadowCalls(cache.pipeline, client)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)
@@ -170,16 +113,29 @@ class CachedInstructor(_Wrapper):
         semcache_ttl: float | None = None,
         **kwargs: Any,
     ) -> T:
-        """Like instructor's ``create``: the cached answer, or the provider's (then stored)."""
+        """Like instructor's ``create``: the cached answer, or the provider's (then stored).
+        With ``stream=True`` and ``Partial[M]`` or ``Iterable[M]``, a stream as ``create_partial``
+        or ``create_iterable`` gives it."""
+
+        def live() -> Any:
+            return self.client.create(
+                response_model=response_model, messages=messages, max_retries=max_retries,
+                context=context, strict=strict, **kwargs,
+            )  # fmt: skip
+
+        shape = streaming.stream_shape(response_model) if kwargs.get("stream") else None
+        if shape is not None:
+            call = streaming.Call(
+                messages, context, strict, kwargs, semcache_threshold, semcache_read,
+                semcache_write, semcache_ttl, None,
+            )  # fmt: skip
+            return self._streams.stream(shape, call, live)  # type: ignore[no-any-return]
         plan = self._calls.plan(
             response_model, messages, context, strict, kwargs,
             semcache_threshold, semcache_read, semcache_write, semcache_ttl,
         )  # fmt: skip
         if plan is None:
-            return self.client.create(  # type: ignore[no-any-return]
-                response_model=response_model, messages=messages, max_retries=max_retries,
-                context=context, strict=strict, **kwargs,
-            )  # fmt: skip
+            return live()  # type: ignore[no-any-return]
         return self._cached(plan, messages, max_retries, kwargs)[0]  # type: ignore[no-any-return]
 
     def create_with_completion(
@@ -209,15 +165,72 @@ class CachedInstructor(_Wrapper):
             )  # fmt: skip
         return self._cached(plan, messages, max_retries, kwargs)
 
+    def create_partial(
+        self,
+        response_model: type[T],
+        messages: Any,
+        max_retries: Any = 3,
+        context: dict[str, Any] | None = None,
+        strict: bool = True,
+        *,
+        semcache_threshold: float | None = None,
+        semcache_read: bool = True,
+        semcache_write: bool = True,
+        semcache_ttl: float | None = None,
+        semcache_replay_delay: float | None = None,
+        **kwargs: Any,
+    ) -> Generator[T, None, None]:
+        """Like instructor's ``create_partial``: partial objects replayed from the cache
+        (``semcache_replay_delay`` seconds apart), or the provider's stream, whose answer is stored
+        once the stream has ended and validates. See ``semcache.integrations.streaming``."""
+        call = streaming.Call(
+            messages, context, strict, kwargs, semcache_threshold, semcache_read, semcache_write,
+            semcache_ttl, semcache_replay_delay,
+        )  # fmt: skip
+        return self._streams.stream(  # type: ignore[no-any-return]
+            streaming.shape("partial", response_model), call,
+            lambda: self.client.create_partial(
+                response_model=response_model, messages=messages, max_retries=max_retries,
+                context=context, strict=strict, **kwargs,
+            ),
+        )  # fmt: skip
+
+    def create_iterable(
+        self,
+        messages: Any,
+        response_model: type[T],
+        max_retries: Any = 3,
+        context: dict[str, Any] | None = None,
+        strict: bool = True,
+        *,
+        semcache_threshold: float | None = None,
+        semcache_read: bool = True,
+        semcache_write: bool = True,
+        semcache_ttl: float | None = None,
+        semcache_replay_delay: float | None = None,
+        **kwargs: Any,
+    ) -> Generator[T, None, None]:
+        """Like instructor's ``create_iterable``: each item of a cached list as its object
+        closes, or the provider's stream, stored once it has ended."""
+        call = streaming.Call(
+            messages, context, strict, kwargs, semcache_threshold, semcache_read, semcache_write,
+            semcache_ttl, semcache_replay_delay,
+        )  # fmt: skip
+        return self._streams.stream(  # type: ignore[no-any-return]
+            streaming.shape("iterable", response_model), call,
+            lambda: self.client.create_iterable(
+                messages=messages, response_model=response_model, max_retries=max_retries,
+                context=context, strict=strict, **kwargs,
+            ),
+        )  # fmt: skip
+
     def _cached(
         self, plan: Plan, messages: Any, max_retries: Any, kwargs: dict[str, Any]
     ) -> tuple[Any, Any]:
         hit = self.pipeline.serve(plan)
         if hit is not None:
             if self.pipeline.shadow.sample(hit):
-                self._shadow_pool().submit(
-                    self._shadow, hit, messages, plan, max_retries, dict(kwargs)
-                )
+                self._shadows.submit(hit, messages, plan, max_retries, kwargs)
             return hit.value, hit.completion
         value, completion = self.client.create_with_completion(
             messages=messages, response_model=plan.response_model, max_retries=max_retries,
@@ -226,31 +239,9 @@ class CachedInstructor(_Wrapper):
         self.pipeline.save(plan, value, completion)
         return value, completion
 
-    def _shadow_pool(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="semcache-shadow")
-            return self._pool
-
-    def _shadow(
-        self, hit: CacheHit, messages: Any, plan: Plan, max_retries: Any, kwargs: dict[str, Any]
-    ) -> None:
-        """Re-ask the provider for a served semantic hit and record whether the answers agree."""
-        try:
-            fresh = self.client.create(
-                messages=messages, response_model=plan.response_model, max_retries=max_retries,
-                context=plan.context, strict=plan.strict, **kwargs,
-            )  # fmt: skip
-            self.pipeline.record_shadow(hit, fresh)
-        except Exception as exc:  # a shadow call must never surface to the app
-            logger.debug("semcache: shadow verification failed: %s", exc)
-
     def drain(self, timeout: float | None = None) -> None:
         """Wait for background shadow calls (before exiting, or in tests)."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=timeout is None or timeout > 0)
+        self._shadows.drain(timeout)
 
 
 class AsyncCachedInstructor(_Wrapper):
@@ -282,16 +273,27 @@ class AsyncCachedInstructor(_Wrapper):
         semcache_ttl: float | None = None,
         **kwargs: Any,
     ) -> T:
-        """Like instructor's async ``create``."""
+        """Like instructor's async ``create`` (``stream=True``: as the sync ``create``)."""
+
+        def live() -> Any:
+            return self.client.create(
+                response_model=response_model, messages=messages, max_retries=max_retries,
+                context=context, strict=strict, **kwargs,
+            )  # fmt: skip
+
+        shape = streaming.stream_shape(response_model) if kwargs.get("stream") else None
+        if shape is not None:
+            call = streaming.Call(
+                messages, context, strict, kwargs, semcache_threshold, semcache_read,
+                semcache_write, semcache_ttl, None,
+            )  # fmt: skip
+            return self._streams.astream(shape, call, live)  # type: ignore[return-value]
         plan = self._calls.plan(
             response_model, messages, context, strict, kwargs,
             semcache_threshold, semcache_read, semcache_write, semcache_ttl,
         )  # fmt: skip
         if plan is None:
-            return await self.client.create(  # type: ignore[no-any-return]
-                response_model=response_model, messages=messages, max_retries=max_retries,
-                context=context, strict=strict, **kwargs,
-            )  # fmt: skip
+            return await live()  # type: ignore[no-any-return]
         return (await self._acached(plan, messages, max_retries, kwargs))[0]  # type: ignore[no-any-return]
 
     async def create_with_completion(
@@ -320,17 +322,72 @@ class AsyncCachedInstructor(_Wrapper):
             )  # fmt: skip
         return await self._acached(plan, messages, max_retries, kwargs)
 
+    def create_partial(
+        self,
+        response_model: type[T],
+        messages: Any,
+        max_retries: Any = 3,
+        context: dict[str, Any] | None = None,
+        strict: bool = True,
+        *,
+        semcache_threshold: float | None = None,
+        semcache_read: bool = True,
+        semcache_write: bool = True,
+        semcache_ttl: float | None = None,
+        semcache_replay_delay: float | None = None,
+        **kwargs: Any,
+    ) -> AsyncGenerator[T, None]:
+        """Like instructor's async ``create_partial``: partial objects replayed from the cache
+        (``semcache_replay_delay`` seconds apart), or the provider's stream, whose answer is stored
+        once the stream has ended and validates. See ``semcache.integrations.streaming``."""
+        call = streaming.Call(
+            messages, context, strict, kwargs, semcache_threshold, semcache_read, semcache_write,
+            semcache_ttl, semcache_replay_delay,
+        )  # fmt: skip
+        return self._streams.astream(
+            streaming.shape("partial", response_model), call,
+            lambda: self.client.create_partial(
+                response_model=response_model, messages=messages, max_retries=max_retries,
+                context=context, strict=strict, **kwargs,
+            ),
+        )  # fmt: skip
+
+    def create_iterable(
+        self,
+        messages: Any,
+        response_model: type[T],
+        max_retries: Any = 3,
+        context: dict[str, Any] | None = None,
+        strict: bool = True,
+        *,
+        semcache_threshold: float | None = None,
+        semcache_read: bool = True,
+        semcache_write: bool = True,
+        semcache_ttl: float | None = None,
+        semcache_replay_delay: float | None = None,
+        **kwargs: Any,
+    ) -> AsyncGenerator[T, None]:
+        """Like instructor's async ``create_iterable``: each item of a cached list as its object
+        closes, or the provider's stream, stored once it has ended."""
+        call = streaming.Call(
+            messages, context, strict, kwargs, semcache_threshold, semcache_read, semcache_write,
+            semcache_ttl, semcache_replay_delay,
+        )  # fmt: skip
+        return self._streams.astream(
+            streaming.shape("iterable", response_model), call,
+            lambda: self.client.create_iterable(
+                messages=messages, response_model=response_model, max_retries=max_retries,
+                context=context, strict=strict, **kwargs,
+            ),
+        )  # fmt: skip
+
     async def _acached(
         self, plan: Plan, messages: Any, max_retries: Any, kwargs: dict[str, Any]
     ) -> tuple[Any, Any]:
         hit = await asyncio.to_thread(self.pipeline.serve, plan)
         if hit is not None:
             if self.pipeline.shadow.sample(hit):
-                task = asyncio.create_task(
-                    self._ashadow(hit, messages, plan, max_retries, dict(kwargs))
-                )
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._shadows.spawn(hit, messages, plan, max_retries, kwargs)
             return hit.value, hit.completion
         value, completion = await self.client.create_with_completion(
             messages=messages, response_model=plan.response_model, max_retries=max_retries,
@@ -339,60 +396,9 @@ class AsyncCachedInstructor(_Wrapper):
         await asyncio.to_thread(self.pipeline.save, plan, value, completion)
         return value, completion
 
-    async def _ashadow(
-        self, hit: CacheHit, messages: Any, plan: Plan, max_retries: Any, kwargs: dict[str, Any]
-    ) -> None:
-        try:
-            fresh = await self.client.create(
-                messages=messages, response_model=plan.response_model, max_retries=max_retries,
-                context=plan.context, strict=plan.strict, **kwargs,
-            )  # fmt: skip
-            await asyncio.to_thread(self.pipeline.record_shadow, hit, fresh)
-        except Exception as exc:
-            logger.debug("semcache: shadow verification failed: %s", exc)
-
     async def adrain(self) -> None:
         """Wait for background shadow tasks started on this event loop."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-
-_CHECKED: weakref.WeakKeyDictionary[type, Exception | None] = weakref.WeakKeyDictionary()
-
-
-def _reject_async_validators(response_model: Any) -> None:
-    """Raise what instructor's own ``create`` raises for a model with async validators.
-
-    instructor refuses such models before calling the provider; a cache hit must not quietly
-    succeed where the live call would fail. Checked once per class.
-    """
-    if not isinstance(response_model, type):
-        return
-    if response_model not in _CHECKED:
-        reject_async_validators = internals.async_validator_check()
-        if reject_async_validators is None:  # an instructor without the check
-            _CHECKED[response_model] = None
-            return
-        try:
-            reject_async_validators(response_model)
-            _CHECKED[response_model] = None
-        except Exception as exc:
-            _CHECKED[response_model] = exc
-    error = _CHECKED[response_model]
-    if error is not None:
-        raise error
-
-
-def _default_model(client: Any) -> str | None:
-    """The model a client injects when a call names none (``from_provider("openai/gpt-4o")``).
-
-    instructor keeps it in the closure of its patched create function rather than on the client,
-    so it is read from there.
-    """
-    found = getattr(client, "default_model", None)
-    if isinstance(found, str):
-        return found
-    return internals.closure_default_model(getattr(client, "create_fn", None))
+        await self._shadows.adrain()
 
 
 CachedClient: TypeAlias = CachedInstructor | AsyncCachedInstructor
