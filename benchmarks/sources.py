@@ -46,7 +46,7 @@ from semcache.ops import tuning
 from semcache.verifiers import RuleVerifier, default_verifier
 from semcache.verifiers.agreement import ANOTHER_INSTANCE, DEFAULT_MARGIN
 from semcache.verifiers.base import Verifier
-from semcache.verifiers.rules import CHECKS, DEFAULT_CHECKS
+from semcache.verifiers.rules import CHECKS, DEFAULT_CHECKS, SUBSTITUTION_BELOW
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "sources.md"
@@ -257,6 +257,12 @@ def settings() -> dict[str, Decide]:
     rules = default_verifier()
     out: dict[str, Decide] = {"rules (default)": _decider(rules)}
     for check in (*DEFAULT_CHECKS, *(c for c in CHECKS if c not in DEFAULT_CHECKS)):
+        if check == "substitution":
+            below = f"below {SUBSTITUTION_BELOW:.2f} (the default)"
+            out[f"check: substitution {below}"] = _decider(RuleVerifier(checks=(check,)))
+            every = RuleVerifier(checks=(check,), substitution_below=None)
+            out["check: substitution on every candidate"] = _decider(every)
+            continue
         out[f"check: {check}"] = _decider(RuleVerifier(checks=(check,)))
     return out
 
