@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any
 
 from pydantic import BaseModel
 
+from semcache.answers import differing_fields
 from semcache.errors import UsageError
 from semcache.intervals import wilson_interval
 from semcache.storage.base import Store
@@ -46,9 +46,7 @@ class Shadow:
         Returns ``(agree, new threshold)``; the threshold is set when the scope's precision is
         confidently (upper bound of the interval) below the target.
         """
-        cached = _fields(hit.value)
-        new = _fields(fresh)
-        differing = sorted(k for k in cached.keys() | new.keys() if cached.get(k) != new.get(k))
+        differing = differing_fields(hit.value, fresh)
         agree = not differing
         self._store.add_shadow(hit.scope, hit.entry_id, hit.similarity, agree, differing)
         return agree, (self._tightened(hit.scope) if self.target is not None else None)
@@ -75,8 +73,3 @@ class Shadow:
             scope[:12], agreements, n, self.target, proposed,
         )  # fmt: skip
         return proposed
-
-
-def _fields(value: Any) -> dict[str, Any]:
-    dumped = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-    return dumped if isinstance(dumped, dict) else {"value": dumped}
