@@ -46,6 +46,37 @@ class PrecisionEstimate:
 
 
 @dataclass(frozen=True)
+class Label:
+    """One live verdict on "would serving this candidate have been right?".
+
+    ``source`` is ``near_miss`` (a candidate just below the threshold compared with the answer the
+    provider gave instead), ``shadow`` (a served hit re-asked of the provider) or ``feedback`` (a
+    served hit marked wrong). ``stage`` names the check that vetoed the candidate, "" when none
+    did: only unvetoed labels say what a threshold would serve.
+    """
+
+    scope: str
+    similarity: float
+    correct: bool
+    source: str
+    stage: str = ""
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class ThresholdChange:
+    """One change of a persisted threshold: who made it, from what to what, and on what evidence
+    (for calibration: the labels counted and the precision bounds at the new threshold)."""
+
+    created_at: float
+    target: str
+    old: float | None
+    new: float | None
+    source: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class CacheStats:
     """Totals since the cache file was created, across every process that used it."""
 
@@ -56,6 +87,7 @@ class CacheStats:
     calls_avoided: int
     tokens_avoided: int
     semantic_precision: dict[str, PrecisionEstimate] = field(default_factory=dict)  # by scope
+    threshold_changes: tuple[ThresholdChange, ...] = ()  # the most recent, newest first
 
     @property
     def hit_rate(self) -> float:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from semcache.types import StoredEntry
+from semcache.types import Label, StoredEntry, ThresholdChange
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class Store(Protocol):
 
     def count(self) -> int: ...
 
-    # -- bookkeeping: counters, hit counts, vetoes, audit, thresholds, feedback, shadow checks
+    # -- bookkeeping: counters, hit counts, vetoes, audit, thresholds, feedback, shadow, labels
     def record(
         self,
         hits: Mapping[int, tuple[int, float]],
@@ -85,11 +85,29 @@ class Store(Protocol):
 
     def trim_audit(self, *, older_than: float | None, max_rows: int | None) -> int: ...
 
+    def trim_log(self, table: str, *, older_than: float | None, max_rows: int | None) -> int:
+        """Retention of a log table: ``audit`` or ``near_misses``."""
+        ...
+
     def counters(self) -> dict[str, int]: ...
 
     def thresholds(self) -> dict[str, float]: ...
 
-    def set_threshold(self, target: str, threshold: float | None, source: str) -> None: ...
+    def set_threshold(
+        self,
+        target: str,
+        threshold: float | None,
+        source: str,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Persist a threshold and log the change (old, new, source, evidence) with it."""
+        ...
+
+    def threshold_changes(self, limit: int | None = 20) -> list[ThresholdChange]: ...
+
+    def labels(self, scope: str | None = None) -> list[Label]:
+        """Near-miss, shadow and feedback labels (``semcache.types.Label``)."""
+        ...
 
     def add_feedback(
         self,

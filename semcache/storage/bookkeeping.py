@@ -1,5 +1,5 @@
-"""Bookkeeping tables of a cache file: counters, hit counts, vetoes, the audit log, thresholds,
-feedback and shadow checks. ``SQLiteStore`` holds one ``Bookkeeping`` over its own connections, so
+"""Bookkeeping tables of a cache file: counters, hit counts, vetoes, the audit log, thresholds and
+their history, feedback, shadow checks and near-miss labels. ``SQLiteStore`` holds one ``Bookkeeping`` over its own connections, so
 every write goes through the store's one ``transaction()``."""
 
 from __future__ import annotations
@@ -13,12 +13,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from semcache.types import Label, ThresholdChange
+
 _LOG_INSERTS = {
     "vetoes": "INSERT INTO vetoes (created_at, scope, entry_id, query, candidate, similarity, "
     "stage, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     "audit": "INSERT INTO audit (created_at, namespace, scope, query, entry_id, matched_prompt, "
     "similarity, verdict, reason, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "near_misses": "INSERT INTO near_misses (created_at, scope, entry_id, similarity, threshold, "
+    "stage, agree, differing_fields, query, candidate, answer_json, candidate_answer_json) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 }
+# The logs a retention applies to (``trim_log``); a fixed set, because the name goes into SQL.
+LOGS = ("audit", "near_misses")
 
 
 class Connections(Protocol):
@@ -44,7 +51,8 @@ class Bookkeeping:
         rows: Mapping[str, Sequence[tuple[Any, ...]]] | None = None,
     ) -> None:
         """Write buffered bookkeeping in one transaction: hit counts (entry id -> (hits, last hit
-        time)), counter increments, and rows for the ``vetoes`` and ``audit`` tables."""
+        time)), counter increments, and rows for the ``vetoes``, ``audit`` and ``near_misses``
+        tables."""
         rows = rows or {}
         if not hits and not any(counters.values()) and not any(rows.values()):
             return
@@ -63,17 +71,19 @@ class Bookkeeping:
                 [(name, n) for name, n in counters.items() if n],
             )
 
-    def trim_audit(self, *, older_than: float | None, max_rows: int | None) -> int:
-        """Apply the audit log's retention: drop rows older than a time and beyond a row count."""
+    def trim_log(self, table: str, *, older_than: float | None, max_rows: int | None) -> int:
+        """Apply a log's retention: drop rows older than a time and beyond a row count."""
+        if table not in LOGS:
+            raise ValueError(f"not a log table: {table!r}")
         with self._db.transaction() as conn:
             removed = 0
             if older_than is not None:
                 removed += conn.execute(
-                    "DELETE FROM audit WHERE created_at < ?", (older_than,)
+                    f"DELETE FROM {table} WHERE created_at < ?", (older_than,)
                 ).rowcount
             if max_rows is not None:
                 removed += conn.execute(
-                    "DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC "
+                    f"DELETE FROM {table} WHERE id <= (SELECT id FROM {table} ORDER BY id DESC "
                     "LIMIT 1 OFFSET ?)",
                     (max_rows,),
                 ).rowcount
@@ -85,8 +95,27 @@ class Bookkeeping:
         rows = self._db.connection().execute("SELECT target, threshold FROM thresholds").fetchall()
         return {str(t): float(v) for t, v in rows}
 
-    def set_threshold(self, target: str, threshold: float | None, source: str) -> None:
+    def set_threshold(
+        self,
+        target: str,
+        threshold: float | None,
+        source: str,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Persist (or, with None, remove) a threshold, and log the change with its old value in
+        the same transaction, so no change, by any caller, goes unrecorded."""
+        now = time.time()
         with self._db.transaction() as conn:
+            row = conn.execute(
+                "SELECT threshold FROM thresholds WHERE target = ?", (target,)
+            ).fetchone()
+            old = None if row is None else float(row[0])
+            if old != threshold:
+                conn.execute(
+                    "INSERT INTO threshold_changes (created_at, target, old, new, source, "
+                    "evidence) VALUES (?, ?, ?, ?, ?, ?)",
+                    (now, target, old, threshold, source, json.dumps(dict(evidence or {}))),
+                )
             if threshold is None:
                 conn.execute("DELETE FROM thresholds WHERE target = ?", (target,))
             else:
@@ -95,8 +124,23 @@ class Bookkeeping:
                     "VALUES (?, ?, ?, ?) ON CONFLICT(target) DO UPDATE SET "
                     "threshold = excluded.threshold, source = excluded.source, "
                     "updated_at = excluded.updated_at",
-                    (target, threshold, source, time.time()),
+                    (target, threshold, source, now),
                 )
+
+    def threshold_changes(self, limit: int | None = 20) -> list[ThresholdChange]:
+        """Logged threshold changes, newest first."""
+        sql = (
+            "SELECT created_at, target, old, new, source, evidence FROM threshold_changes "
+            "ORDER BY id DESC"
+        )
+        params: tuple[Any, ...] = ()
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", (limit,)
+        rows = self._db.connection().execute(sql, params).fetchall()
+        return [
+            ThresholdChange(float(at), str(t), old, new, str(src), json.loads(ev or "{}"))
+            for at, t, old, new, src, ev in rows
+        ]
 
     def add_feedback(
         self,
@@ -157,6 +201,25 @@ class Bookkeeping:
             .fetchall()
         )
         return {str(s): (int(n), int(a), None if m is None else float(m)) for s, n, a, m in rows}
+
+    def labels(self, scope: str | None = None) -> list[Label]:
+        """Every live label (``semcache.types.Label``), of one scope or all: near misses, shadow
+        checks, and semantic hits marked wrong (exact hits marked wrong say nothing about a
+        similarity, so they are left out)."""
+        where, params = ("WHERE scope = ?", (scope,)) if scope is not None else ("", ())
+        semantic = "query_embedding IS NOT NULL AND similarity IS NOT NULL"
+        sql = f"""
+            SELECT scope, similarity, agree, 'near_miss', stage, created_at FROM near_misses {where}
+            UNION ALL
+            SELECT scope, similarity, agree, 'shadow', '', created_at FROM shadow {where}
+            UNION ALL
+            SELECT scope, similarity, 0, 'feedback', '', created_at FROM feedback
+                WHERE {semantic} {"AND scope = ?" if scope is not None else ""}"""
+        rows = self._db.connection().execute(sql, params * 3).fetchall()
+        return [
+            Label(str(sc), float(sim), bool(agree), str(src), str(stage), float(at))
+            for sc, sim, agree, src, stage, at in rows
+        ]
 
     def counters(self) -> dict[str, int]:
         rows = self._db.connection().execute("SELECT name, value FROM counters").fetchall()

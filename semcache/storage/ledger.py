@@ -1,4 +1,5 @@
-"""Buffered bookkeeping: hit counts, counters, vetoes and audit rows, written about once a second.
+"""Buffered bookkeeping: hit counts, counters, vetoes, audit rows and near-miss labels, written
+about once a second.
 
 A hit must not pay for a write transaction (an exact hit is a single indexed read), and it must not
 fail because another process holds the write lock. So the cache notes what happened here, and the
@@ -32,7 +33,11 @@ class Ledger:
         self._lock = threading.Lock()
         self._hits: dict[int, tuple[int, float]] = {}
         self._counts: Counter[str] = Counter()
-        self._rows: dict[str, list[tuple[Any, ...]]] = {"vetoes": [], "audit": []}
+        self._rows: dict[str, list[tuple[Any, ...]]] = {
+            "vetoes": [],
+            "audit": [],
+            "near_misses": [],
+        }
         self._last_flush = time.monotonic()
 
     def hit(self, entry_id: int, tokens: int) -> None:

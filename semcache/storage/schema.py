@@ -1,7 +1,10 @@
 """The layout of a cache file: tables, views, and the columns added since the first version.
 
 Plain tables with JSON in text columns, so ``sqlite3`` and Datasette users can read a cache file.
-Every statement is idempotent (``IF NOT EXISTS``): opening a file creates what it lacks.
+Every statement is idempotent (``IF NOT EXISTS``): opening a file creates what it lacks. That is
+also how a file written by an earlier version gains the tables added since (``near_misses``,
+``threshold_changes``): new tables need no version bump, because a file that has them still reads
+in the earlier version, which ignores them. Columns added to ``entries`` are ``ADDED_COLUMNS``.
 """
 
 from __future__ import annotations
@@ -90,6 +93,32 @@ CREATE TABLE IF NOT EXISTS shadow (
     differing_fields TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS shadow_scope ON shadow (scope);
+CREATE TABLE IF NOT EXISTS near_misses (
+    id INTEGER PRIMARY KEY,
+    created_at REAL NOT NULL,
+    scope TEXT NOT NULL,
+    entry_id INTEGER NOT NULL,
+    similarity REAL NOT NULL,
+    threshold REAL NOT NULL,
+    stage TEXT NOT NULL,
+    agree INTEGER NOT NULL,
+    differing_fields TEXT NOT NULL,
+    query TEXT,
+    candidate TEXT,
+    answer_json TEXT,
+    candidate_answer_json TEXT
+);
+CREATE INDEX IF NOT EXISTS near_misses_scope ON near_misses (scope, similarity);
+CREATE INDEX IF NOT EXISTS near_misses_created ON near_misses (created_at);
+CREATE TABLE IF NOT EXISTS threshold_changes (
+    id INTEGER PRIMARY KEY,
+    created_at REAL NOT NULL,
+    target TEXT NOT NULL,
+    old REAL,
+    new REAL,
+    source TEXT NOT NULL,
+    evidence TEXT NOT NULL
+);
 """
 
 # Columns added to ``entries`` after the first files were written, oldest first.

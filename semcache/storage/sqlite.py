@@ -32,7 +32,7 @@ from semcache.storage.base import NewEntry
 from semcache.storage.bookkeeping import Bookkeeping
 from semcache.storage.location import sqlite_target
 from semcache.storage.schema import ADDED_COLUMNS, ADDED_INDEXES, FORMAT_VERSION, SCHEMA, VIEWS
-from semcache.types import StoredEntry
+from semcache.types import Label, StoredEntry, ThresholdChange
 
 _ENTRY_COLUMNS = "id, exact_key, scope, prompt, response_json, raw_json, total_tokens"
 _CANDIDATE_COLUMNS = _ENTRY_COLUMNS + ", embedding"
@@ -302,7 +302,10 @@ class SQLiteStore:
         self._books.record(hits, counters, rows)
 
     def trim_audit(self, *, older_than: float | None, max_rows: int | None) -> int:
-        return self._books.trim_audit(older_than=older_than, max_rows=max_rows)
+        return self._books.trim_log("audit", older_than=older_than, max_rows=max_rows)
+
+    def trim_log(self, table: str, *, older_than: float | None, max_rows: int | None) -> int:
+        return self._books.trim_log(table, older_than=older_than, max_rows=max_rows)
 
     def counters(self) -> dict[str, int]:
         return self._books.counters()
@@ -310,8 +313,20 @@ class SQLiteStore:
     def thresholds(self) -> dict[str, float]:
         return self._books.thresholds()
 
-    def set_threshold(self, target: str, threshold: float | None, source: str) -> None:
-        self._books.set_threshold(target, threshold, source)
+    def set_threshold(
+        self,
+        target: str,
+        threshold: float | None,
+        source: str,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._books.set_threshold(target, threshold, source, evidence)
+
+    def threshold_changes(self, limit: int | None = 20) -> list[ThresholdChange]:
+        return self._books.threshold_changes(limit)
+
+    def labels(self, scope: str | None = None) -> list[Label]:
+        return self._books.labels(scope)
 
     def add_feedback(
         self,
