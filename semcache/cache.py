@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from pydantic import BaseModel
 
-from semcache import bulk, lifecycle
+from semcache import bulk, calibration, lifecycle
 from semcache.embedding.base import Embedder
 from semcache.embedding.resolve import resolve_embedder
 from semcache.errors import StoreError, UsageError
@@ -32,7 +32,7 @@ from semcache.integrations.instructor import (
 )
 from semcache.keys import TextFn
 from semcache.lifecycle import check_threshold
-from semcache.pipeline import DEFAULT_THRESHOLD, Pipeline, Settings
+from semcache.pipeline import DEFAULT_NEAR_MISS_BAND, DEFAULT_THRESHOLD, Pipeline, Settings
 from semcache.requests import Plan
 from semcache.shadow import Shadow
 from semcache.storage import SQLiteStore, open_store
@@ -71,7 +71,12 @@ class SemanticCache:
     in SQLite). ``agreement_margin``: a semantic candidate is not served when another candidate at
     or above the threshold, at most this much less similar, holds a different answer (labels,
     numbers, ids and short strings are compared; prose is not); None serves the best accepted
-    candidate regardless (``semcache.verifiers.agreement``).
+    candidate regardless (``semcache.verifiers.agreement``). ``near_miss_band``: when a request
+    misses and its nearest candidate lies this much or less below the threshold, the provider's
+    answer is compared with the candidate's when it is stored, and the outcome kept as a label
+    (``semcache.labels``; None: no labels). ``auto_tune=True`` moves each scope's threshold, up or
+    down, to the lowest one whose precision on those labels, shadow checks and ``mark_wrong``
+    feedback reaches ``target_precision`` with 95% confidence (``semcache.calibration``).
     """
 
     def __init__(
@@ -95,11 +100,18 @@ class SemanticCache:
         index_vectors: VectorKind = "float32",
         agreement_margin: float | None = DEFAULT_MARGIN,
         schema_evidence: bool = True,
+        near_miss_band: float | None = DEFAULT_NEAR_MISS_BAND,
+        auto_tune: bool = False,
+        target_precision: float = calibration.DEFAULT_TARGET,
     ) -> None:
         if index_vectors not in VECTOR_KINDS:
             raise UsageError(f"index_vectors must be one of {', '.join(VECTOR_KINDS)}")
         if agreement_margin is not None and not 0.0 <= agreement_margin <= 2.0:
             raise UsageError("agreement_margin must be None or a similarity gap in [0, 2]")
+        if near_miss_band is not None and not 0.0 <= near_miss_band <= 2.0:
+            raise UsageError("near_miss_band must be None or a similarity gap in [0, 2]")
+        if not 0.0 < target_precision <= 1.0:
+            raise UsageError(f"target_precision is a precision in (0, 1], got {target_precision}")
         if not isinstance(namespace, str) or not namespace:
             raise UsageError("namespace must be a non-empty string")
         settings = Settings(
@@ -114,6 +126,9 @@ class SemanticCache:
             index_vectors=index_vectors,
             agreement_margin=agreement_margin,
             schema_evidence=schema_evidence,
+            near_miss_band=near_miss_band,
+            auto_tune=auto_tune,
+            target_precision=target_precision,
         )
         embedder_ = resolve_embedder(embedder)
         verifier_ = lifecycle.resolve_verifier(verifier, _DEFAULT_VERIFIER)
@@ -319,7 +334,14 @@ class SemanticCache:
             calls_avoided=exact + semantic,
             tokens_avoided=counters.get("tokens_avoided", 0),
             semantic_precision=self.shadow.estimates(),
+            threshold_changes=tuple(self._store.threshold_changes()),
         )
+
+    def tune(self, *, apply: bool = False) -> list[calibration.Calibration]:
+        """Each scope's calibration on its live labels, toward ``target_precision``: the curve,
+        the current threshold and the one proposed (None: keep it). With ``apply=True`` the
+        proposals are persisted and logged, as ``auto_tune`` does periodically."""
+        return self.pipeline.tune(apply=apply, source="tune")
 
     def set_threshold(
         self,

@@ -18,7 +18,8 @@ from semcache.keys import schema_fingerprint
 from semcache.verifiers.base import AcceptAll, Verifier
 
 # How often (seconds) each periodic job may run; checked on the lookup path, so the check is cheap.
-_PERIODS = {"expire": 30.0, "audit": 300.0, "save_index": 60.0}
+# "tune" is auto_tune's calibration when too few new labels arrived to trigger it sooner.
+_PERIODS = {"expire": 30.0, "audit": 300.0, "save_index": 60.0, "tune": 600.0}
 
 
 def check_threshold(threshold: float) -> float:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 from pydantic import BaseModel
 
-from semcache import lifecycle
+from semcache import calibration, labels, lifecycle
 from semcache.embedding.base import Embedder
 from semcache.errors import UncacheableRequestError
 from semcache.events import (
@@ -39,6 +39,7 @@ from semcache.events import (
 )
 from semcache.index.vector_index import VectorIndex, VectorKind
 from semcache.keys import TextFn, build_key
+from semcache.labels import NearMisses, nearest
 from semcache.requests import Plan, entry_for, rehydrate, stored_similarity
 from semcache.scopes import Scopes
 from semcache.shadow import Shadow
@@ -60,6 +61,8 @@ DEFAULT_THRESHOLD = 0.87
 FEEDBACK_RADIUS = 0.95
 _CANDIDATES = 4  # nearest neighbours examined, so one stale or vetoed entry does not hide the next
 _SAVE_AFTER = 50_000  # vectors added to a scope before maintenance saves its index again
+DEFAULT_NEAR_MISS_BAND = labels.DEFAULT_BAND  # why this much: semcache.labels
+TUNE_EVERY = 50  # new labels between two calibrations when auto_tune is on
 
 
 class Front(Protocol):
@@ -88,6 +91,9 @@ class Settings:
     index_vectors: VectorKind = "float32"
     agreement_margin: float | None = DEFAULT_MARGIN  # None: serve without answer agreement
     schema_evidence: bool = True  # words naming an answer value must match (schema_terms)
+    near_miss_band: float | None = DEFAULT_NEAR_MISS_BAND  # None: take no near-miss labels
+    auto_tune: bool = False
+    target_precision: float = calibration.DEFAULT_TARGET
 
 
 class Pipeline:
@@ -115,6 +121,9 @@ class Pipeline:
         self.thresholds: dict[str, float] = store.thresholds()  # persisted, refreshed periodically
         self.scopes = Scopes(store, settings.index_vectors)  # the derived FAISS index
         self._maintenance = lifecycle.Maintenance()
+        self.near_misses = NearMisses()
+        self._new_labels = 0  # since the last calibration
+        self._schemas: dict[str, str] = {}  # scope -> schema name, for its persisted threshold
 
     def plan(
         self,
@@ -201,6 +210,7 @@ class Pipeline:
     def record_shadow(self, hit: CacheHit, fresh: BaseModel) -> bool:
         """Compare a semantic hit with the provider's fresh answer; True when they agree."""
         agree, tightened = self.shadow.record(hit, fresh)
+        self._new_labels += 1
         if tightened is not None:
             self.thresholds = self.store.thresholds()
         return agree
@@ -211,8 +221,34 @@ class Pipeline:
         self.scopes.save()
 
     def flush(self) -> None:
-        """Write buffered hit counts, vetoes and audit rows (done every second anyway)."""
+        """Write buffered hit counts, vetoes, audit rows and near-miss labels (done every second
+        anyway)."""
+        rows = self.near_misses.drain(self.verifier)
+        for row in rows:
+            self.ledger.row("near_misses", row)
+        self._new_labels += len(rows)
         self.ledger.flush()
+
+    def tune(self, *, apply: bool, source: str = "auto") -> list[calibration.Calibration]:
+        """Calibrate every scope on its live labels (``semcache.calibration``); with ``apply``,
+        persist the new thresholds, each logged with its evidence."""
+        self.flush()
+        self._new_labels = 0
+        decisions = calibration.calibrate_all(
+            self.store, self.scope_threshold, self.settings.target_precision,
+            apply=apply, source=source,
+        )  # fmt: skip
+        if apply:
+            self.thresholds = self.store.thresholds()
+        return decisions
+
+    def scope_threshold(self, scope: str) -> float:
+        """The threshold a lookup in ``scope`` applies, without a per-call override."""
+        schema = self._schemas.get(scope)
+        for target in (f"scope:{scope}", f"schema:{schema}" if schema else "", "default"):
+            if target in self.thresholds:
+                return self.thresholds[target]
+        return self.settings.threshold
 
     def _lookup(self, plan: Plan) -> CacheHit | None:
         keyed, now = plan.keyed, time.time()
@@ -227,6 +263,7 @@ class Pipeline:
         vector = self._vector(plan)
         index = self.catch_up(keyed.scope)
         threshold = self._threshold_for(plan)
+        self._schemas[keyed.scope] = keyed.schema_name
         # The index only proposes the nearest candidates; it does not filter them by threshold.
         # Its score can differ from the stored vector's similarity in the last bits (and more
         # with fp16/sq8), and a candidate it dropped at the boundary could then never be served
@@ -252,6 +289,7 @@ class Pipeline:
         )
         eligible = [(similarity, row) for similarity, row in scored if similarity >= threshold]
         judged: dict[int, Verdict] = {}
+        refused: dict[int, str] = {}  # candidate -> the check that refused it
 
         def judge(similarity: float, row: StoredEntry) -> Verdict:
             if row.id not in judged:
@@ -262,6 +300,7 @@ class Pipeline:
             verdict = judge(similarity, row)
             if not verdict.accept:
                 self._veto(plan, row, similarity, verdict, start)
+                refused[row.id] = verdict.stage or self.verifier.name
                 continue
             rival = find_rival(similarity, row, eligible, judge, self.settings.agreement_margin)
             if rival is not None:
@@ -271,6 +310,7 @@ class Pipeline:
                 verdict = self._veto(
                     plan, row, similarity, Verdict(False, reason, "agreement"), start
                 )
+                refused[row.id] = "agreement"
                 break
             hit = rehydrate(plan, row, min(similarity, 1.0), "semantic")
             if hit is not None:
@@ -279,6 +319,11 @@ class Pipeline:
         if verdict is None:
             best = scored[0][0] if scored else (found[0][1] if found else None)
             self._audit(plan, start, None, best, "below_threshold", "")
+        band = self.settings.near_miss_band
+        if band is not None and plan.write:
+            near = nearest(scored, threshold, band, refused, keyed.text or "")
+            if near is not None:
+                self.near_misses.note(keyed.exact_key, near)
         return None
 
     def _judge(
@@ -352,6 +397,7 @@ class Pipeline:
             self.scopes.record_dimension(len(first))
         written = self.store.put_many([entry for _, entry in entries])
         for (plan, entry), (entry_id, replaced) in zip(entries, written, strict=True):
+            self.near_misses.answered(entry.exact_key, entry.response_json)
             scope = entry.scope
             if replaced is not None:
                 self.scopes.forget(scope, [replaced])
@@ -368,16 +414,27 @@ class Pipeline:
         try:
             if self._maintenance.due("expire"):
                 self._evicted(self.store.evict_expired(time.time()), "ttl")
-            if self.settings.audit and self._maintenance.due("audit"):
-                self.store.trim_audit(
-                    older_than=time.time() - self.settings.audit_retention,
-                    max_rows=self.settings.audit_max_rows,
-                )
+            if self._maintenance.due("audit"):
+                self._trim_logs()
             self.thresholds = self.store.thresholds()
+            if self.settings.auto_tune and (
+                self._new_labels >= TUNE_EVERY or self._maintenance.due("tune")
+            ):
+                self.tune(apply=True)
             if self._maintenance.due("save_index"):
                 self.scopes.save(min_unsaved=_SAVE_AFTER)
         except Exception as exc:
             logger.debug("semcache: maintenance postponed: %s", exc)
+
+    def _trim_logs(self) -> None:
+        """The retention of the audit log, which near-miss labels share."""
+        for table, on in (("audit", self.settings.audit), ("near_misses", True)):
+            if on:
+                self.store.trim_log(
+                    table,
+                    older_than=time.time() - self.settings.audit_retention,
+                    max_rows=self.settings.audit_max_rows,
+                )
 
     def _evicted(self, gone: list[tuple[int, str]], reason: str) -> None:
         by_scope: dict[str, list[int]] = {}
