@@ -1,7 +1,7 @@
 """The ``semcache`` command line: thin click commands over ``semcache.ops``.
 
 ``admin`` (stats, ls, show, query, prune, vacuum), ``check``, ``audit_log`` (log), ``export``,
-``importer`` and ``tuning`` (tune); ``semcache.cli.output`` prints what they return.
+``importer``, ``tuning`` and ``traffic`` (tune); ``semcache.cli.output`` prints what they return.
 
 Each command opens the cache file, calls one library function and formats what it returns, so
 everything the CLI does is also a function call away. Library errors (``SemcacheError``) and
@@ -22,7 +22,7 @@ import click
 
 from semcache.cli.output import emit, iso, output_options, rounded, short_ids
 from semcache.errors import SemcacheError, UsageError
-from semcache.ops import admin, audit_log
+from semcache.ops import admin, audit_log, traffic
 from semcache.ops.check import check as check_file
 from semcache.pipeline import DEFAULT_THRESHOLD
 from semcache.storage import SQLiteStore, open_store
@@ -87,12 +87,16 @@ def main() -> None:
 @output_options
 def stats(db: str, fmt: str) -> None:
     """Entries, scopes, hits per tier, misses, tokens avoided, per-scope thresholds, the
-    instructor cache= table and, once shadow checks ran, the precision per scope; SQLite alone.
+    instructor cache= table, once shadow checks ran, the precision per scope, and the latest
+    threshold changes (who, old, new, on how many labels); SQLite alone.
 
     Example: semcache stats cache.db
     """
     with _store(db) as store:
         numbers = admin.stats(store)
+        changes = store.threshold_changes(limit=5)
+    if changes:  # the most recent first: who moved which threshold, from what to what
+        numbers["threshold_changes"] = [_change_row(c) for c in changes]
     for key in ("oldest_entry", "newest_entry"):
         numbers[key] = iso(numbers[key])
     if fmt != "json":  # one line per scope: "12 of 13 agree (0.923)"
@@ -334,19 +338,44 @@ def vacuum(db: str, fmt: str) -> None:
 
 
 @main.command()
-@click.argument("labeled_file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("source", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
 @click.option("--no-verify", is_flag=True, help="Measure cosine alone, without the verifier.")
 @click.option("--split", default=None, help="Only pairs of this split (e.g. test).")
+@click.option("--from-traffic", is_flag=True, help="FILE is a cache: calibrate on its live labels.")
+@click.option(
+    "--target", type=float, default=0.99, show_default=True, help="Precision to reach (traffic)."
+)
+@click.option("--apply", is_flag=True, help="Write the proposed thresholds (with --from-traffic).")
 @output_options
-def tune(labeled_file: str, no_verify: bool, split: str | None, fmt: str) -> None:
+def tune(
+    source: str,
+    no_verify: bool,
+    split: str | None,
+    from_traffic: bool,
+    target: float,
+    apply: bool,
+    fmt: str,
+) -> None:
     """Sweep thresholds over a labeled file: precision, recall, false-hit rate, F1 and hit rate
     per threshold, with hits checked by the default verifier as in the cache.
 
+    With --from-traffic, FILE is a cache file: each scope's precision against the threshold from
+    its live labels (near misses, shadow checks, mark_wrong), then the threshold calibration would
+    set (the lowest whose 95% lower bound reaches --target); --apply writes them, logged. SQLite
+    alone, no model.
+
     Example: semcache tune data/pairs/pairs.jsonl --split test
+
+    Example: semcache tune cache.db --from-traffic --target 0.99 --apply
     """
+    if from_traffic:
+        _tune_from_traffic(source, target, apply, fmt)
+        return
+    if apply:
+        raise UsageError("--apply writes thresholds into a cache: use it with --from-traffic")
     from semcache.ops import tuning  # imported here: it embeds, so it loads the model
 
-    rows = tuning.sweep_file(labeled_file, verifier=None if no_verify else "default", split=split)
+    rows = tuning.sweep_file(source, verifier=None if no_verify else "default", split=split)
     columns = (
         "threshold",
         "precision",
@@ -357,6 +386,38 @@ def tune(labeled_file: str, no_verify: bool, split: str | None, fmt: str) -> Non
         "hit_rate",
     )
     emit([{c: rounded(row.get(c)) for c in columns} for row in rows], fmt)
+
+
+def _tune_from_traffic(db: str, target: float, apply: bool, fmt: str) -> None:
+    if not 0.0 < target <= 1.0:
+        raise UsageError(f"--target is a precision in (0, 1], got {target}")
+    with _store(db) as store:
+        reports = traffic.from_traffic(store, target=target, apply=apply)
+        changes = store.threshold_changes(limit=10)
+    curves, decisions = traffic.curve_rows(reports), traffic.decision_rows(reports)
+    if fmt == "json":
+        emit({"target": target, "applied": apply, "scopes": decisions, "curves": curves}, fmt)
+        return
+    if fmt == "csv":
+        emit(curves, fmt)
+        return
+    if not reports:
+        click.echo("no labels yet: near misses, shadow checks and mark_wrong write them")
+        return
+    emit(curves, fmt, widths={"scope": 12})
+    click.echo()
+    emit(decisions, fmt, widths={"scope": 12, "reason": 70})
+    click.echo(f"\n{'applied' if apply else 'proposed (use --apply to write)'}; recent changes:")
+    emit([_change_row(c) for c in changes], fmt, widths={"target": 18})
+
+
+def _change_row(change: Any) -> dict[str, Any]:
+    evidence = change.evidence
+    return {
+        "at": iso(change.created_at), "target": change.target, "old": rounded(change.old),
+        "new": rounded(change.new), "source": change.source, "labels": evidence.get("labels"),
+        "precision_low": rounded(evidence.get("low")),
+    }  # fmt: skip
 
 
 # -- opening files -----------------------------------------------------------------------------
