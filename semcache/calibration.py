@@ -9,8 +9,10 @@ two-sided Wilson interval at ``confidence`` (``semcache.intervals``). Then, per 
   for it (with 0 wrong out of n, a 95% lower bound reaches 0.99 only from n = 381), and at least
   ``min_labels`` labels were seen;
 * **raise** when the precision *upper* bound at the current threshold is below the target: the
-  labels say it is too low with that confidence. The new threshold is the lowest that meets the
-  target as above, else one just above the most similar wrong label;
+  labels say it is too low with that confidence. The new threshold is the lowest above the
+  current one that meets the target as above, else the lowest above it whose upper bound reaches
+  the target (the smallest raise the evidence demands: labels gathered there decide the next
+  step), else one just above the most similar wrong label;
 * otherwise **keep** it: not enough evidence either way, and changes smaller than ``min_change``
   are not worth a write.
 
@@ -139,7 +141,13 @@ def calibrate(
 
     if here.served and here.high < target:
         wrong = [lb.similarity for lb in labels if not lb.stage and not lb.correct]
-        proposed = lowest.threshold if lowest else min(1.0, max(wrong) + _STEP)
+        plausible = [p for p in points if p.threshold > current and p.high >= target]
+        if lowest is not None and lowest.threshold > current:
+            proposed = lowest.threshold
+        elif plausible:
+            proposed = plausible[-1].threshold
+        else:
+            proposed = min(1.0, max(wrong) + _STEP)
         if proposed > current:
             return decide(
                 "raise", proposed,

@@ -64,7 +64,15 @@ def test_vetoed_labels_are_not_counted_as_served() -> None:
 def test_confidently_wrong_hits_raise_the_threshold() -> None:
     rows = labels(0.86, 0.90, 30) + [Label("s", 0.885, False, "shadow") for _ in range(5)]
     decision = calibrate("s", rows, current=0.85, target=0.99)
-    assert decision.action == "raise" and decision.proposed == pytest.approx(0.885 + 1e-4)
+    # The smallest raise that leaves the wrong labels below: the next right label above them.
+    assert decision.action == "raise" and decision.proposed == pytest.approx(0.88533, abs=1e-4)
+    assert decision.at_proposed is not None and decision.at_proposed.high >= 0.99
+
+
+def test_with_no_right_label_above_it_goes_past_the_highest_wrong_one() -> None:
+    rows = labels(0.86, 0.88, 30) + [Label("s", 0.95, False, "feedback") for _ in range(3)]
+    decision = calibrate("s", rows, current=0.85, target=0.99)
+    assert decision.action == "raise" and decision.proposed == pytest.approx(0.95 + 1e-4)
 
 
 def test_a_few_wrong_hits_are_not_yet_evidence() -> None:
