@@ -52,3 +52,33 @@ def test_threshold_tuning_notebook_runs(monkeypatch: pytest.MonkeyPatch) -> None
     assert "300 pairs" in text
     assert "schema:" in text  # the chosen threshold landed in the cache
     assert re.search(r"\b[1-9]\d* audited decisions", text)  # the audit log section ran
+
+
+@pytest.mark.slow
+def test_tune_on_traffic_notebook_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It fills a cache from the demo tickets through the stub provider, offline, plots the
+    curves from the live labels and writes the thresholds calibration chose."""
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    notebook = nbformat.read(NOTEBOOKS / "tune_on_traffic.ipynb", as_version=4)
+    assert "CACHE_FILE = None" in notebook.cells[1].source
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    )
+    client.execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "no curve was drawn"
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert "320 requests" in text
+    counts = re.search(r"(\d+) labels in tickets.db: (\d+) near_miss, (\d+) shadow", text)
+    assert counts and int(counts[2]) > 0 and int(counts[3]) > 0
+    assert re.search(r"\b[1-9]\d* disagreeing near misses shown", text)
+    assert "order_id: " in markdown  # a look-alike's differing order number, with both values
+    assert "thresholds now: {'default': 0.87, 'scope:" in text  # calibration wrote the scope's
+    assert "| tune |" in markdown  # ...and logged it
