@@ -62,7 +62,9 @@ FEEDBACK_RADIUS = 0.95
 _CANDIDATES = 4  # nearest neighbours examined, so one stale or vetoed entry does not hide the next
 _SAVE_AFTER = 50_000  # vectors added to a scope before maintenance saves its index again
 DEFAULT_NEAR_MISS_BAND = labels.DEFAULT_BAND  # why this much: semcache.labels
-TUNE_EVERY = 50  # new labels between two calibrations when auto_tune is on
+# New labels between two calibrations when auto_tune is on: 50, or a twentieth of the labels the
+# last one read, so that re-reading every label costs a bounded amount per new label.
+TUNE_EVERY = 50
 
 
 class Front(Protocol):
@@ -123,6 +125,7 @@ class Pipeline:
         self._maintenance = lifecycle.Maintenance()
         self.near_misses = NearMisses()
         self._new_labels = 0  # since the last calibration
+        self._labels_read = 0  # by the last calibration
         self._schemas: dict[str, str] = {}  # scope -> schema name, for its persisted threshold
 
     def plan(
@@ -238,6 +241,7 @@ class Pipeline:
             self.store, self.scope_threshold, self.settings.target_precision,
             apply=apply, source=source,
         )  # fmt: skip
+        self._labels_read = sum(d.labels + d.vetoed for d in decisions)
         if apply:
             self.thresholds = self.store.thresholds()
         return decisions
@@ -417,8 +421,9 @@ class Pipeline:
             if self._maintenance.due("audit"):
                 self._trim_logs()
             self.thresholds = self.store.thresholds()
+            enough = max(TUNE_EVERY, self._labels_read // 20)
             if self.settings.auto_tune and (
-                self._new_labels >= TUNE_EVERY or self._maintenance.due("tune")
+                self._new_labels >= enough or self._maintenance.due("tune")
             ):
                 self.tune(apply=True)
             if self._maintenance.due("save_index"):

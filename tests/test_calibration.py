@@ -189,3 +189,28 @@ def test_every_threshold_change_is_logged(db_path: Path, embedder: Any) -> None:
             ("scope:abc", None, 0.92, "user", {}),
             ("default", 0.9, None, "user", {}),
         ]
+
+
+def test_auto_tune_waits_for_enough_new_labels(db_path: Path, embedder: Any) -> None:
+    a, b = embedder.embed([STORED, NEAR])
+    gap = float(a @ b)
+    with SemanticCache(
+        db_path, embedder=embedder, verifier=None, threshold=gap + 0.04, auto_tune=True
+    ) as c:
+        c.store(user(STORED), Answer, Answer(text="reset"))
+        c.pipeline._maintain()  # the first calibration, on no labels
+        scope = scope_of(c)
+        sims = [gap - 0.005 + 0.045 * i / 450 for i in range(450)]
+        c.db.record({}, {}, {"near_misses": near_miss_rows(scope, sims)})  # written elsewhere
+        c.pipeline._maintain()
+        assert c.thresholds() == {}  # no new label of its own yet, and not ten minutes later
+        hit = c.lookup(user(NEAR), Answer, threshold=0.5)  # a hit to shadow-check
+        assert hit is not None
+        for _ in range(49):
+            c.record_shadow(hit, Answer(text="reset"))
+        c.pipeline._maintain()
+        assert c.thresholds() == {}
+        c.record_shadow(hit, Answer(text="reset"))  # the 50th
+        c.pipeline._maintain()
+        assert c.thresholds()[f"scope:{scope}"] == pytest.approx(gap - 0.005)
+        assert c.lookup(user(NEAR), Answer) is not None
