@@ -42,7 +42,7 @@ def test_the_cli_imports_no_llm_client_nor_ml_stack() -> None:
 
 
 def test_maintenance_imports_no_llm_client_nor_ml_stack() -> None:
-    modules = "admin, audit_log, check, export, export_format, importer, tuning"
+    modules = "admin, audit_log, check, export, export_format, importer, tuning, traffic"
     assert _loaded_after(f"from semcache.ops import {modules}") == []
 
 
