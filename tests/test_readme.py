@@ -35,3 +35,14 @@ def test_events_example_runs(tmp_path: Path, embedder: Any, monkeypatch: Any) ->
 @pytest.mark.parametrize("command", ["make demo", "make test"])
 def test_the_two_commands_are_documented(command: str) -> None:
     assert command in readme_section("The two commands")
+
+
+def test_tuning_from_traffic_example_runs(tmp_path: Path, monkeypatch: Any) -> None:
+    code = readme_block("Tuning on your own traffic")
+    monkeypatch.chdir(tmp_path)
+    scope: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), scope)  # an empty cache: nothing to propose yet
+    cache = scope["cache"]
+    assert cache.settings.auto_tune and cache.settings.target_precision == 0.99
+    assert cache.settings.near_miss_band == 0.05 and scope["changes"] == ()
+    cache.close()
