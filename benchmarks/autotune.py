@@ -140,7 +140,7 @@ def replay(
 
 def _time_labelling(cache: SemanticCache, spent: list[float], deferred: list[float]) -> None:
     """Wrap the calls near-miss labelling adds, to time them where they run."""
-    near = cache.pipeline.near_misses
+    near = cache.pipeline.upkeep.near_misses
 
     def timing(func: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(func)

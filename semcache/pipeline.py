@@ -10,7 +10,8 @@ variable text and asks the FAISS index of the request's scope for its nearest en
 candidate's similarity is recomputed from the float32 vector in storage, and that number alone
 decides a hit (``similarity >= threshold``) and is what ``CacheHit.similarity`` reports. A candidate
 must also pass feedback and the verifier, and its stored JSON must still validate against the
-*current* response_model; anything else is a miss.
+*current* response_model; anything else is a miss. Which threshold applies, the near-miss labels a
+miss leaves and the periodic jobs are ``semcache.upkeep``'s.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from semcache.events import (
 )
 from semcache.index.vector_index import VectorIndex, VectorKind
 from semcache.keys import TextFn, build_key
-from semcache.labels import NearMisses, nearest
+from semcache.labels import nearest
 from semcache.requests import Plan, entry_for, rehydrate, stored_similarity
 from semcache.scopes import Scopes
 from semcache.shadow import Shadow
@@ -47,6 +48,7 @@ from semcache.storage.base import NewEntry, Store
 from semcache.storage.ledger import Ledger
 from semcache.storage.sqlite import SQLiteStore
 from semcache.types import CacheHit, StoredEntry
+from semcache.upkeep import Upkeep
 from semcache.verifiers.agreement import (
     DEFAULT_MARGIN,
     find_rival,
@@ -60,11 +62,7 @@ DEFAULT_THRESHOLD = 0.87
 # A query this close to one a hit was marked wrong for is treated as the same query.
 FEEDBACK_RADIUS = 0.95
 _CANDIDATES = 4  # nearest neighbours examined, so one stale or vetoed entry does not hide the next
-_SAVE_AFTER = 50_000  # vectors added to a scope before maintenance saves its index again
 DEFAULT_NEAR_MISS_BAND = labels.DEFAULT_BAND  # why this much: semcache.labels
-# New labels between two calibrations when auto_tune is on: 50, or a twentieth of the labels the
-# last one read, so that re-reading every label costs a bounded amount per new label.
-TUNE_EVERY = 50
 
 
 class Front(Protocol):
@@ -120,13 +118,17 @@ class Pipeline:
         self.events = events if events is not None else EventBus()
         self.disabled = disabled  # why the cache is off (fail_open on a broken file)
         self.ledger = Ledger(store)
-        self.thresholds: dict[str, float] = store.thresholds()  # persisted, refreshed periodically
         self.scopes = Scopes(store, settings.index_vectors)  # the derived FAISS index
-        self._maintenance = lifecycle.Maintenance()
-        self.near_misses = NearMisses()
-        self._new_labels = 0  # since the last calibration
-        self._labels_read = 0  # by the last calibration
-        self._schemas: dict[str, str] = {}  # scope -> schema name, for its persisted threshold
+        self.upkeep = Upkeep(store, self.ledger, self.scopes, settings, self._evicted)
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The persisted thresholds, as read within the last second."""
+        return self.upkeep.thresholds
+
+    @thresholds.setter
+    def thresholds(self, value: dict[str, float]) -> None:
+        self.upkeep.thresholds = value
 
     def plan(
         self,
@@ -213,9 +215,9 @@ class Pipeline:
     def record_shadow(self, hit: CacheHit, fresh: BaseModel) -> bool:
         """Compare a semantic hit with the provider's fresh answer; True when they agree."""
         agree, tightened = self.shadow.record(hit, fresh)
-        self._new_labels += 1
+        self.upkeep.labelled()
         if tightened is not None:
-            self.thresholds = self.store.thresholds()
+            self.upkeep.refresh()
         return agree
 
     def close(self) -> None:
@@ -226,33 +228,14 @@ class Pipeline:
     def flush(self) -> None:
         """Write buffered hit counts, vetoes, audit rows and near-miss labels (done every second
         anyway)."""
-        rows = self.near_misses.drain(self.verifier)
-        for row in rows:
-            self.ledger.row("near_misses", row)
-        self._new_labels += len(rows)
+        self.upkeep.flush_labels(self.verifier)
         self.ledger.flush()
 
     def tune(self, *, apply: bool, source: str = "auto") -> list[calibration.Calibration]:
         """Calibrate every scope on its live labels (``semcache.calibration``); with ``apply``,
         persist the new thresholds, each logged with its evidence."""
         self.flush()
-        self._new_labels = 0
-        decisions = calibration.calibrate_all(
-            self.store, self.scope_threshold, self.settings.target_precision,
-            apply=apply, source=source,
-        )  # fmt: skip
-        self._labels_read = sum(d.labels + d.vetoed for d in decisions)
-        if apply:
-            self.thresholds = self.store.thresholds()
-        return decisions
-
-    def scope_threshold(self, scope: str) -> float:
-        """The threshold a lookup in ``scope`` applies, without a per-call override."""
-        schema = self._schemas.get(scope)
-        for target in (f"scope:{scope}", f"schema:{schema}" if schema else "", "default"):
-            if target in self.thresholds:
-                return self.thresholds[target]
-        return self.settings.threshold
+        return self.upkeep.tune(apply=apply, source=source)
 
     def _lookup(self, plan: Plan) -> CacheHit | None:
         keyed, now = plan.keyed, time.time()
@@ -266,8 +249,7 @@ class Pipeline:
         start = time.perf_counter()
         vector = self._vector(plan)
         index = self.catch_up(keyed.scope)
-        threshold = self._threshold_for(plan)
-        self._schemas[keyed.scope] = keyed.schema_name
+        threshold = self.upkeep.threshold_for(plan)
         # The index only proposes the nearest candidates; it does not filter them by threshold.
         # Its score can differ from the stored vector's similarity in the last bits (and more
         # with fp16/sq8), and a candidate it dropped at the boundary could then never be served
@@ -327,7 +309,7 @@ class Pipeline:
         if band is not None and plan.write:
             near = nearest(scored, threshold, band, refused, keyed.text or "")
             if near is not None:
-                self.near_misses.note(keyed.exact_key, near)
+                self.upkeep.near_misses.note(keyed.exact_key, near)
         return None
 
     def _judge(
@@ -401,7 +383,7 @@ class Pipeline:
             self.scopes.record_dimension(len(first))
         written = self.store.put_many([entry for _, entry in entries])
         for (plan, entry), (entry_id, replaced) in zip(entries, written, strict=True):
-            self.near_misses.answered(entry.exact_key, entry.response_json)
+            self.upkeep.near_misses.answered(entry.exact_key, entry.response_json)
             scope = entry.scope
             if replaced is not None:
                 self.scopes.forget(scope, [replaced])
@@ -412,34 +394,9 @@ class Pipeline:
         return [entry_id for entry_id, _ in written]
 
     def _maintain(self) -> None:
-        """Periodic work off the hot path: write bookkeeping, reclaim expired entries, apply the
-        audit log's retention, pick up thresholds another process set."""
+        """Periodic work off the hot path: write bookkeeping, then the jobs of ``Upkeep.run``."""
         self.flush()
-        try:
-            if self._maintenance.due("expire"):
-                self._evicted(self.store.evict_expired(time.time()), "ttl")
-            if self._maintenance.due("audit"):
-                self._trim_logs()
-            self.thresholds = self.store.thresholds()
-            enough = max(TUNE_EVERY, self._labels_read // 20)
-            if self.settings.auto_tune and (
-                self._new_labels >= enough or self._maintenance.due("tune")
-            ):
-                self.tune(apply=True)
-            if self._maintenance.due("save_index"):
-                self.scopes.save(min_unsaved=_SAVE_AFTER)
-        except Exception as exc:
-            logger.debug("semcache: maintenance postponed: %s", exc)
-
-    def _trim_logs(self) -> None:
-        """The retention of the audit log, which near-miss labels share."""
-        for table, on in (("audit", self.settings.audit), ("near_misses", True)):
-            if on:
-                self.store.trim_log(
-                    table,
-                    older_than=time.time() - self.settings.audit_retention,
-                    max_rows=self.settings.audit_max_rows,
-                )
+        self.upkeep.run()
 
     def _evicted(self, gone: list[tuple[int, str]], reason: str) -> None:
         by_scope: dict[str, list[int]] = {}
@@ -448,15 +405,6 @@ class Pipeline:
         for scope, ids in by_scope.items():
             self.scopes.forget(scope, ids)
             self._emit(EvictEvent(self.settings.namespace, scope, tuple(ids), reason))
-
-    def _threshold_for(self, plan: Plan) -> float:
-        if plan.threshold is not None:
-            return plan.threshold
-        thresholds = self.thresholds
-        for target in (f"scope:{plan.keyed.scope}", f"schema:{plan.keyed.schema_name}", "default"):
-            if target in thresholds:
-                return thresholds[target]
-        return self.settings.threshold
 
     def _embeddable(self, plan: Plan) -> bool:
         """Whether the request may use the semantic tier: it has a text the model reads whole.
