@@ -374,6 +374,8 @@ class SemanticCache:
         self._store.add_feedback(
             hit.entry_id, hit.scope, hit.query, hit.matched_prompt, hit.similarity, vector, note
         )
+        if vector is not None:  # a wrong semantic hit is a label for calibration
+            self.pipeline.upkeep.labelled()
         if hit.tier == "exact":
             self._store.delete(hit.entry_id)
 

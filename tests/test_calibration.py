@@ -214,3 +214,16 @@ def test_auto_tune_waits_for_enough_new_labels(db_path: Path, embedder: Any) -> 
         c.pipeline._maintain()
         assert c.thresholds()[f"scope:{scope}"] == pytest.approx(gap - 0.005)
         assert c.lookup(user(NEAR), Answer) is not None
+
+
+def test_marking_a_semantic_hit_wrong_counts_as_a_new_label(db_path: Path, embedder: Any) -> None:
+    with SemanticCache(db_path, embedder=embedder, threshold=0.6, verifier=None) as c:
+        c.store(user(STORED), Answer, Answer(text="reset"))
+        hit = c.lookup(user(NEAR), Answer)
+        exact = c.lookup(user(STORED), Answer)
+        assert hit is not None and exact is not None
+        before = c.pipeline.upkeep._new_labels
+        c.mark_wrong(exact)
+        assert c.pipeline.upkeep._new_labels == before
+        c.mark_wrong(hit)
+        assert c.pipeline.upkeep._new_labels == before + 1

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from semcache import SemanticCache, UsageError, cache_hit
 from semcache.verifiers.base import Verdict
 
-from .conftest import FakeProvider, openai_client
+from .conftest import FakeProvider, async_openai_client, openai_client
 
 STORED = "How do I reset my password?"
 NEAR = "I forgot my password, how can I reset it?"
@@ -237,3 +237,14 @@ def test_band_is_checked(db_path: Path, embedder: Any) -> None:
         SemanticCache(db_path, embedder=embedder, near_miss_band=-0.1)
     with pytest.raises(UsageError):
         SemanticCache(db_path, embedder=embedder, target_precision=1.5)
+
+
+async def test_async_client_labels(db_path: Path, embedder: Any, gap: float) -> None:
+    provider = FakeProvider()  # echoes the question: the near miss disagrees
+    with open_cache(db_path, embedder, gap + 0.02) as c:
+        client = c.wrap(instructor.from_openai(async_openai_client(provider)))
+        await client.create(model="m", response_model=Answer, messages=user(STORED))
+        await client.create(model="m", response_model=Answer, messages=user(NEAR))
+        assert provider.count == 2
+        (row,) = rows(c)
+    assert (row["query"], row["agree"], json.loads(row["differing_fields"])) == (NEAR, 0, ["text"])
