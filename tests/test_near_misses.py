@@ -248,3 +248,11 @@ async def test_async_client_labels(db_path: Path, embedder: Any, gap: float) -> 
         assert provider.count == 2
         (row,) = rows(c)
     assert (row["query"], row["agree"], json.loads(row["differing_fields"])) == (NEAR, 0, ["text"])
+
+
+def test_retention_applies_to_log_tables_only(db_path: Path, embedder: Any) -> None:
+    with open_cache(db_path, embedder, 0.9) as c:
+        c.store(user(STORED), Answer, Answer(text="reset"))
+        with pytest.raises(UsageError):
+            c.db.trim_log("entries", older_than=None, max_rows=0)
+        assert len(c) == 1

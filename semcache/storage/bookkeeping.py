@@ -1,6 +1,7 @@
 """Bookkeeping tables of a cache file: counters, hit counts, vetoes, the audit log, thresholds and
-their history, feedback, shadow checks and near-miss labels. ``SQLiteStore`` holds one ``Bookkeeping`` over its own connections, so
-every write goes through the store's one ``transaction()``."""
+their history, feedback, shadow checks and near-miss labels. ``SQLiteStore`` holds one
+``Bookkeeping`` over its own connections, so every write goes through the store's one
+``transaction()``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from semcache.errors import UsageError
 from semcache.types import Label, ThresholdChange
 
 _LOG_INSERTS = {
@@ -74,7 +76,7 @@ class Bookkeeping:
     def trim_log(self, table: str, *, older_than: float | None, max_rows: int | None) -> int:
         """Apply a log's retention: drop rows older than a time and beyond a row count."""
         if table not in LOGS:
-            raise ValueError(f"not a log table: {table!r}")
+            raise UsageError(f"not a log table: {table!r} (one of {', '.join(LOGS)})")
         with self._db.transaction() as conn:
             removed = 0
             if older_than is not None:
