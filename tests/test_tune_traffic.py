@@ -64,6 +64,9 @@ def test_it_proposes_then_applies(tmp_path: Path, embedder: Any) -> None:
     assert change.evidence["labels"] == 450 and change.evidence["low"] >= 0.99
     stats = json.loads(run("stats", str(db), "--json").stdout)
     assert stats["threshold_changes"][0]["new"] == 0.9
+    lines = [line.split() for line in run("stats", str(db)).stdout.splitlines()]
+    newest = next(line for line in lines if line[:3] == ["threshold", "change", "1"])
+    assert newest[4:9] == ["0.95", "->", "0.9", "by", "tune,"] and newest[9] == "450"
 
 
 def test_wrong_labels_keep_it_and_a_lax_target_moves_it(tmp_path: Path, embedder: Any) -> None:

@@ -105,6 +105,15 @@ def stats(db: str, fmt: str) -> None:
             numbers[f"shadow {scope[:12]}"] = (
                 f"{n['agreements']} of {n['samples']} agree ({rate:.3f})"
             )
+        # one line per change, newest first: "scope:3b719f25092… 0.95 -> 0.9 by tune, 460 labels"
+        for i, change in enumerate(numbers.pop("threshold_changes", []), 1):
+            target = change["target"]
+            target = target if len(target) <= 18 else target[:17] + "…"
+            labels = "" if change["labels"] is None else f", {change['labels']} labels"
+            numbers[f"threshold change {i}"] = (
+                f"{target} {change['old']} -> {change['new']} by {change['source']}{labels} "
+                f"({change['at']})"
+            )
     emit(numbers, fmt)
 
 
