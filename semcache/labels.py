@@ -25,9 +25,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from semcache.answers import differing_fields
 from semcache.types import StoredEntry
 from semcache.verifiers.base import Verifier
+from semcache.verifiers.schema_terms import check_schema_terms, schema_terms
 
 # How far below the threshold labels are taken by default. Wide enough that one band holds the
 # thresholds calibration would consider next (MiniLM's right and wrong pairs overlap over about
@@ -54,6 +57,8 @@ class NearMiss:
     candidate: str
     candidate_json: str
     noted_at: float
+    # The response model when its words are evidence (``schema_evidence``), judged as a hit is.
+    model: type[BaseModel] | None = None
 
 
 def nearest(
@@ -62,6 +67,7 @@ def nearest(
     band: float,
     stages: Mapping[int, str],
     query: str,
+    model: type[BaseModel] | None = None,
 ) -> NearMiss | None:
     """The nearest candidate of a miss, when it is within ``band`` below ``threshold`` (or above
     it and refused, with the stage that refused it in ``stages``); None otherwise."""
@@ -75,7 +81,7 @@ def nearest(
         return None  # not refused by a check (a stale answer): nothing to learn
     return NearMiss(
         row.scope, row.id, similarity, threshold, stage, query, row.prompt, row.response_json,
-        time.monotonic(),
+        time.monotonic(), model,
     )  # fmt: skip
 
 
@@ -124,5 +130,9 @@ class NearMisses:
 
 
 def _stage(verifier: Verifier, near: NearMiss) -> str:
+    """The verdict a lookup would have reached at a lower threshold: the verifier's, then the
+    response model's words (``semcache.verifiers.schema_terms``); feedback is not consulted."""
     verdict = verifier.verify(near.query, near.candidate, near.similarity)
+    if verdict.accept and near.model is not None:
+        verdict = check_schema_terms(near.query, near.candidate, schema_terms(near.model))
     return "" if verdict.accept else (verdict.stage or verifier.name)

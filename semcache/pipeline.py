@@ -307,7 +307,8 @@ class Pipeline:
             self._audit(plan, start, None, best, "below_threshold", "")
         band = self.settings.near_miss_band
         if band is not None and plan.write:
-            near = nearest(scored, threshold, band, refused, keyed.text or "")
+            model = plan.response_model if self.settings.schema_evidence else None
+            near = nearest(scored, threshold, band, refused, keyed.text or "", model)
             if near is not None:
                 self.upkeep.near_misses.note(keyed.exact_key, near)
         return None

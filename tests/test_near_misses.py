@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import instructor
 import pytest
@@ -256,3 +256,22 @@ def test_retention_applies_to_log_tables_only(db_path: Path, embedder: Any) -> N
         with pytest.raises(UsageError):
             c.db.trim_log("entries", older_than=None, max_rows=0)
         assert len(c) == 1
+
+
+class Urgency(BaseModel):
+    priority: Literal["low", "medium", "urgent"]
+
+
+@pytest.mark.parametrize("schema_evidence", [True, False])
+def test_below_the_threshold_the_response_model_is_evidence_too(
+    db_path: Path, embedder: Any, schema_evidence: bool
+) -> None:
+    stored, near = "My lamp arrived broken.", "My lamp arrived broken, it's urgent."
+    gap_here = similarity(embedder, stored, near)
+    with open_cache(db_path, embedder, gap_here + 0.01, schema_evidence=schema_evidence) as c:
+        c.store(user(stored), Urgency, Urgency(priority="medium"))
+        assert c.lookup(user(near), Urgency) is None
+        c.store(user(near), Urgency, Urgency(priority="urgent"))
+        (row,) = rows(c)
+    assert row["agree"] == 0
+    assert row["stage"] == ("schema" if schema_evidence else "")  # as a hit would be judged
