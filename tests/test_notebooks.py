@@ -80,5 +80,5 @@ def test_tune_on_traffic_notebook_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     assert counts and int(counts[2]) > 0 and int(counts[3]) > 0
     assert re.search(r"\b[1-9]\d* disagreeing near misses shown", text)
     assert "order_id: " in markdown  # a look-alike's differing order number, with both values
-    assert "thresholds now: {'default': 0.87, 'scope:" in text  # calibration wrote the scope's
+    assert "thresholds now: {'default': 0.95, 'scope:" in text  # calibration wrote the scope's
     assert "| tune |" in markdown  # ...and logged it
