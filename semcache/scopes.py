@@ -1,8 +1,8 @@
 """The FAISS index of every scope, derived from the store and kept in step with it.
 
 Storage is the source of truth and holds every embedding; the index only proposes candidates, and
-can be dropped and rebuilt from the store at any time (``catch_up`` adds every entry committed
-since the index's watermark, by any process). A scope's index is dropped, to be rebuilt on its
+can be dropped and rebuilt from the store at any time (``catch_up`` applies every change committed
+since the index's watermark, by any process: ``Store.changes``). A scope's index is dropped, to be rebuilt on its
 next lookup, when removals leave it with too many tombstones.
 """
 
@@ -26,6 +26,7 @@ class Scopes:
         self.index: VectorIndex | None = None
         self._lock = threading.Lock()
         self._dimension_recorded = False
+        self._locks: dict[str, threading.Lock] = {}
 
     def folder(self) -> Path | None:
         """Where large scopes' indexes are saved: ``<database file>.index/`` (none in memory)."""
@@ -55,9 +56,24 @@ class Scopes:
                 index = self.index
         if not index.has(scope):
             index.load(scope)  # a saved index spares rebuilding a large scope from SQLite
-        ids, vectors = self.store.vectors_since(scope, index.watermark(scope), index.dimension)
-        index.add(scope, ids, vectors)
+        # One catch-up of a scope at a time: a change feed's cursor is read, applied and advanced
+        # as one step (two threads applying the same changes would add an entry twice).
+        with self._scope_lock(scope):
+            changes = self.store.changes(scope, index.watermark(scope), index.dimension)
+            if changes.reload:  # too far behind for the feed: rebuild from the store
+                index.drop(scope)
+                changes = self.store.changes(scope, 0, index.dimension)
+            index.add(scope, changes.ids, changes.vectors, cursor=changes.cursor)
+            if changes.removed:
+                self.forget(scope, changes.removed)
         return index
+
+    def _scope_lock(self, scope: str) -> threading.Lock:
+        with self._lock:
+            lock = self._locks.get(scope)
+            if lock is None:
+                lock = self._locks[scope] = threading.Lock()
+            return lock
 
     def forget(self, scope: str, ids: list[int]) -> None:
         """Drop entries deleted, expired or replaced in the store from ``scope``'s index."""
