@@ -35,7 +35,7 @@ from semcache.lifecycle import check_threshold
 from semcache.pipeline import DEFAULT_THRESHOLD, Pipeline, Settings
 from semcache.requests import Plan
 from semcache.shadow import Shadow
-from semcache.storage import SQLiteStore, open_store
+from semcache.storage import SQLiteStore, Store, open_location
 from semcache.types import CacheHit, CacheStats
 from semcache.verifiers.agreement import DEFAULT_MARGIN
 from semcache.verifiers.base import Verifier
@@ -53,7 +53,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class SemanticCache:
-    """A semantic response cache for structured LLM outputs, stored in one SQLite file.
+    """A semantic response cache for structured LLM outputs, stored in one SQLite file, or in a
+    PostgreSQL database shared by many processes and machines (``"postgresql://user@host/db"``;
+    README, "Running a fleet").
 
     ``threshold`` is a cosine similarity in [-1, 1]: a semantic hit needs
     ``similarity >= threshold``. ``embedder`` is None for the bundled offline all-MiniLM-L6-v2, a
@@ -117,7 +119,7 @@ class SemanticCache:
         verifier_ = lifecycle.resolve_verifier(verifier, _DEFAULT_VERIFIER)
         disabled: str | None = None  # why the cache is off (fail_open on a broken file)
         try:
-            store = open_store(path, busy_timeout=busy_timeout)
+            store: Store = open_location(path, busy_timeout=busy_timeout)
         except StoreError as exc:
             if not fail_open:
                 raise
@@ -317,6 +319,7 @@ class SemanticCache:
             calls_avoided=exact + semantic,
             tokens_avoided=counters.get("tokens_avoided", 0),
             semantic_precision=self.shadow.estimates(),
+            store_outages=self._store.outages(),
         )
 
     def set_threshold(
@@ -391,7 +394,15 @@ class SemanticCache:
 
     @property
     def db(self) -> SQLiteStore:
-        """The underlying store, for maintenance code (export, CLI) that works on rows."""
+        """The underlying SQLite file, for maintenance code (export, CLI) that works on rows.
+
+        A cache on PostgreSQL has no file: maintenance on it raises ``UsageError`` (not yet
+        supported there; the cache itself is)."""
+        if not isinstance(self._store, SQLiteStore):
+            raise UsageError(
+                "export, import, check and instructor's cache= adapter work on SQLite caches; "
+                f"this cache is stored in {self._store!r}"
+            )
         return self._store
 
     def close(self) -> None:

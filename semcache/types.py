@@ -56,6 +56,8 @@ class CacheStats:
     calls_avoided: int
     tokens_avoided: int
     semantic_precision: dict[str, PrecisionEstimate] = field(default_factory=dict)  # by scope
+    # Times this process lost its database server (PostgreSQL); not summed across processes.
+    store_outages: int = 0
 
     @property
     def hit_rate(self) -> float:
