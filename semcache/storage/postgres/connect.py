@@ -35,6 +35,7 @@ logger = logging.getLogger("semcache")
 
 CONNECT_TIMEOUT = 3.0  # seconds; libpq's minimum is 2
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.25, 5.0
+_SLOW_EVERY = 60.0  # seconds between two warnings about statement timeouts
 
 
 class Connections:
@@ -73,6 +74,8 @@ class Connections:
         self._backoff = _BACKOFF_FIRST
         self.outages = 0
         self.timeouts = 0
+        self._told_slow = -_SLOW_EVERY
+        self._budget = f"statement_timeout={statement_timeout:g} s"
 
     def __repr__(self) -> str:
         return f"Connections({self.location!r})"
@@ -123,6 +126,18 @@ class Connections:
         except psycopg.errors.QueryCanceled as exc:
             with self._state:
                 self.timeouts += 1
+                now = time.monotonic()
+                tell = now - self._told_slow >= _SLOW_EVERY
+                if tell:
+                    self._told_slow = now
+            if tell:  # a slow database is logged at most once a minute, not on every call
+                logger.warning(
+                    "semcache: PostgreSQL at %s did not answer within %s; treated as a miss "
+                    "(%d such timeouts so far)",
+                    self.location,
+                    self._budget,
+                    self.timeouts,
+                )
             raise StoreUnavailableError(
                 f"PostgreSQL at {self.location} did not answer in time: {self._clean(exc)}"
             ) from None
