@@ -7,13 +7,14 @@ import time
 from typing import Any
 
 import instructor
+import psycopg
 import pytest
 from pydantic import BaseModel
 
 from semcache import ConfigMismatchError, SemanticCache, UsageError, cache_hit
 from semcache.storage.postgres import migrations
 
-from .conftest import FakeProvider, openai_client
+from .conftest import FakeProvider, openai_client, readme_block
 from .pgserver import HashEmbedder, admin, dsn_for, private_schema, require_server
 
 
@@ -173,3 +174,36 @@ def test_the_password_never_appears_in_logs_errors_reprs_or_stats(
     seen += [record.getMessage() for record in caplog.records]
     assert "***" in " ".join(seen)
     assert not [text for text in seen if secret in text]
+
+
+def test_the_readme_grants_are_enough_for_an_app_role(pg_dsn: str, embedder: Any) -> None:
+    """The owner migrates; a role with only README's GRANTs runs the cache, and cannot do DDL."""
+    schema = pg_dsn.split("%3D")[1].split("&")[0]
+    role = f"{schema}_app"
+    with SemanticCache(pg_dsn, embedder=embedder) as owner:  # migrates, records settings
+        owner.store(user("Cancel my subscription"), Answer, Answer(text="cancel"), model="m")
+    grants = [
+        line.replace("semcache_app", role).replace("SCHEMA semcache ", f"SCHEMA {schema} ")
+        for line in readme_block("Running a fleet", "sql").splitlines()
+        if line.startswith("GRANT")
+    ]
+    assert len(grants) == 3
+    with admin() as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        try:
+            for grant in grants:
+                conn.execute(grant)
+            app_dsn = pg_dsn.replace("postgres@", f"{role}@", 1)
+            with SemanticCache(app_dsn, embedder=embedder, audit=True, max_entries=2) as app:
+                hit = app.lookup(user("Please cancel my subscription"), Answer, model="m")
+                assert hit is not None and hit.value.text == "cancel"
+                for text in ("One", "Two", "Three"):
+                    app.store(user(text), Answer, Answer(text=text), model="m")
+                app.set_threshold(0.9, scope=hit.scope)
+                app.mark_wrong(hit)
+                assert app.stats().entries == 2
+            with psycopg.connect(app_dsn) as restricted, pytest.raises(psycopg.Error):
+                restricted.execute(f"CREATE TABLE {schema}.intruder (x int)")
+        finally:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
