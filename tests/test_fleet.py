@@ -142,3 +142,25 @@ def test_three_processes_writing_and_reading_at_once(pg_dsn: str) -> None:
     for report in reports:
         assert report["wrong"] == [] and report["missing"] == [], report
         assert report["semantic_hits"] >= nodes * per_node
+
+
+def _use_and_close(cache: SemanticCache) -> None:
+    hit = cache.lookup(paraphrase(1), Answer, model="m")
+    assert hit is not None and hit.value.text == "answer 1"
+    assert cache.store(question(2), Answer, Answer(text="answer 2"), model="m") is not None
+    cache.close()
+
+
+def test_a_forked_child_leaves_its_parents_connections_alone(pg_dsn: str) -> None:
+    """A pre-fork server's workers inherit the cache: each opens its own connections, and
+    closing the cache in a child must not end the parent's session on the server."""
+    with open_node(pg_dsn) as cache:
+        cache.store(question(1), Answer, Answer(text="answer 1"), model="m")
+        assert cache.lookup(paraphrase(1), Answer, model="m") is not None
+        child = multiprocessing.get_context("fork").Process(target=_use_and_close, args=(cache,))
+        child.start()
+        child.join(timeout=120)
+        assert child.exitcode == 0
+        hit = cache.lookup(paraphrase(2), Answer, model="m")
+        assert hit is not None and hit.value.text == "answer 2"
+        assert cache.stats().store_outages == 0

@@ -67,7 +67,7 @@ class Connections:
         self._params = params
         self._local = threading.local()
         self._state = threading.Lock()
-        self._all: list[Any] = []
+        self._all: list[tuple[int, Any]] = []  # (opening process, connection)
         self._closed = False
         self._down_since: float | None = None  # monotonic time the current outage began
         self._retry_at = 0.0
@@ -101,7 +101,7 @@ class Connections:
             raise self._unavailable(exc) from None
         self._local.conn, self._local.pid = conn, os.getpid()
         with self._state:
-            self._all.append(conn)
+            self._all.append((os.getpid(), conn))
         return conn
 
     def _may_probe(self) -> None:
@@ -166,13 +166,17 @@ class Connections:
             yield self.connection()
 
     def close(self) -> None:
-        """Close every connection opened here; idempotent."""
+        """Close every connection this process opened; idempotent.
+
+        A forked child leaves its parent's connections alone: closing one would end the parent's
+        session on the server (libpq sends a goodbye on the shared socket)."""
         with self._state:
             self._closed = True
             conns, self._all = self._all, []
-        for conn in conns:
-            with contextlib.suppress(Exception):
-                conn.close()
+        for pid, conn in conns:
+            if pid == os.getpid():
+                with contextlib.suppress(Exception):
+                    conn.close()
 
     # -- outages ----------------------------------------------------------------------------
 
