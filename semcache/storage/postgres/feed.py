@@ -28,6 +28,16 @@ from semcache.storage.base import Changes
 RETENTION = 24 * 3600.0  # seconds of feed kept: a replica idle for longer reloads its scopes
 BATCH = 20_000  # feed rows read per statement while catching up
 
+# One statement, so one snapshot: the pruning mark and the rows after ``cursor`` agree. The LATERAL
+# joins make the plan a nested loop from the (usually empty) feed rows: a plain join let the planner
+# hash-join all of ``entries`` and cost 185 ms per lookup at 100k entries.
+_SINCE = """SELECT p.pruned_through, f.seq, f.op, f.entry_id, e.embedding
+FROM (SELECT pruned_through FROM feed_state WHERE one) p
+LEFT JOIN LATERAL (SELECT seq, op, entry_id FROM feed WHERE scope = %s AND seq > %s
+                   ORDER BY seq LIMIT %s) f ON true
+LEFT JOIN LATERAL (SELECT embedding FROM entries WHERE id = f.entry_id AND f.op = 1) e ON true
+ORDER BY f.seq"""
+
 
 def changes(conn: Any, scope: str, cursor: int, dimension: int) -> Changes:
     """What ``scope``'s replica at ``cursor`` applies; a full load when ``cursor`` is 0."""
@@ -38,14 +48,7 @@ def changes(conn: Any, scope: str, cursor: int, dimension: int) -> Changes:
     removed: list[int] = []
     width = dimension * 4
     while True:
-        rows = conn.execute(
-            "SELECT s.pruned_through, f.seq, f.op, f.entry_id, e.embedding "
-            "FROM feed_state s LEFT JOIN feed f ON f.scope = %s AND f.seq > %s "
-            "LEFT JOIN entries e ON f.op = 1 AND e.id = f.entry_id "
-            "ORDER BY f.seq LIMIT %s",
-            (scope, cursor, BATCH),
-            binary=True,
-        ).fetchall()
+        rows = conn.execute(_SINCE, (scope, cursor, BATCH), binary=True).fetchall()
         if rows and int(rows[0][0]) > cursor:
             return Changes(_no_ids(), np.zeros((0, dimension), np.float32), reload=True)
         read = 0
@@ -72,7 +75,7 @@ def _full(conn: Any, scope: str, dimension: int) -> Changes:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         row = conn.execute(
             "SELECT greatest(coalesce((SELECT max(seq) FROM feed), 0), pruned_through) "
-            "FROM feed_state"
+            "FROM feed_state WHERE one"
         ).fetchone()
         rows = conn.execute(
             "SELECT id, embedding FROM entries WHERE scope = %s AND embedding IS NOT NULL "
@@ -103,7 +106,8 @@ def prune(conn: Any, older_than: float) -> int:
         ).fetchone()
         if row[1] is not None:
             conn.execute(
-                "UPDATE feed_state SET pruned_through = greatest(pruned_through, %s)", (row[1],)
+                "UPDATE feed_state SET pruned_through = greatest(pruned_through, %s) WHERE one",
+                (row[1],),
             )
     return int(row[0])
 

@@ -87,11 +87,11 @@ _V1 = (
         IF TG_OP = 'INSERT' THEN
             INSERT INTO feed VALUES (nextval('feed_seq'), NEW.scope, NEW.id, 1,
                                      extract(epoch FROM clock_timestamp()));
-            UPDATE feed_state SET entries = entries + 1;
+            UPDATE feed_state SET entries = entries + 1 WHERE one;
         ELSE
             INSERT INTO feed VALUES (nextval('feed_seq'), OLD.scope, OLD.id, -1,
                                      extract(epoch FROM clock_timestamp()));
-            UPDATE feed_state SET entries = entries - 1;
+            UPDATE feed_state SET entries = entries - 1 WHERE one;
         END IF;
         RETURN NULL;
     END $$""",

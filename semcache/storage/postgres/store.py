@@ -183,12 +183,18 @@ class PostgresStore:
         once, not once each.
         """
         with self._db.transaction() as conn:
-            if int(conn.execute("SELECT entries FROM feed_state").fetchone()[0]) <= max_entries:
+            if (
+                int(conn.execute("SELECT entries FROM feed_state WHERE one").fetchone()[0])
+                <= max_entries
+            ):
                 return []
             conn.execute(
                 f"SELECT pg_advisory_xact_lock({migrations.lock_key(migrations.EVICT_LOCK)})"
             )
-            excess = int(conn.execute("SELECT entries FROM feed_state").fetchone()[0]) - max_entries
+            excess = (
+                int(conn.execute("SELECT entries FROM feed_state WHERE one").fetchone()[0])
+                - max_entries
+            )
             if excess <= 0:
                 return []
             gone = conn.execute(
@@ -201,7 +207,7 @@ class PostgresStore:
     def count(self) -> int:
         """Entries in the database (kept by the feed trigger: no table scan)."""
         with self._db.reading() as conn:
-            return int(conn.execute("SELECT entries FROM feed_state").fetchone()[0])
+            return int(conn.execute("SELECT entries FROM feed_state WHERE one").fetchone()[0])
 
     # -- bookkeeping (``books.py``) -----------------------------------------------------------
 
