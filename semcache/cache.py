@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from pydantic import BaseModel
 
@@ -42,6 +42,8 @@ from semcache.verifiers.base import Verifier
 
 if TYPE_CHECKING:
     from instructor import AsyncInstructor, Instructor
+
+    from semcache.storage.postgres import PostgresStore
 
 logger = logging.getLogger("semcache")
 
@@ -370,14 +372,24 @@ class SemanticCache:
         return memoize(self, text=text, namespace=namespace, threshold=threshold)
 
     def export(self, folder: str | os.PathLike[str], **options: Any) -> Any:
-        """Write a portable, self-describing folder; see ``semcache.ops.export.export``."""
+        """Write a portable, self-describing folder; see ``semcache.ops.export.export`` (and
+        ``semcache.ops.engines`` for a cache on PostgreSQL: the same folder)."""
+        self.flush()
+        if not isinstance(self._store, SQLiteStore):
+            from semcache.ops.engines import export_postgres
+
+            return export_postgres(self, cast("PostgresStore", self._store), folder, **options)
         from semcache.ops.export import export
 
-        self.flush()
         return export(self, folder, **options)
 
     def import_export(self, folder: str | os.PathLike[str], **options: Any) -> Any:
-        """Merge an exported folder into this cache; see ``semcache.ops.export.import_export``."""
+        """Merge an exported folder into this cache; see ``semcache.ops.export.import_export``.
+        An export of either engine imports into either engine."""
+        if not isinstance(self._store, SQLiteStore):
+            from semcache.ops.engines import import_postgres
+
+            return import_postgres(self, cast("PostgresStore", self._store), folder, **options)
         from semcache.ops.export import import_export
 
         return import_export(folder, self, **options)
@@ -397,11 +409,11 @@ class SemanticCache:
         """The underlying SQLite file, for maintenance code (export, CLI) that works on rows.
 
         A cache on PostgreSQL has no file: maintenance on it raises ``UsageError`` (not yet
-        supported there; the cache itself is)."""
+        supported there, except ``export`` and ``import_export``)."""
         if not isinstance(self._store, SQLiteStore):
             raise UsageError(
-                "export, import, check and instructor's cache= adapter work on SQLite caches; "
-                f"this cache is stored in {self._store!r}"
+                "the command line, check and instructor's cache= adapter work on SQLite caches "
+                f"(export and import work on both); this cache is stored in {self._store!r}"
             )
         return self._store
 

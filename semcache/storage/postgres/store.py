@@ -13,16 +13,17 @@ or ``StoreUnavailableError`` without the password.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from semcache.errors import ConfigMismatchError, StoreError
 from semcache.storage.base import Changes, NewEntry
-from semcache.storage.postgres import books, feed, migrations
+from semcache.storage.postgres import books, feed, migrations, rows
 from semcache.storage.postgres.connect import Connections
 from semcache.storage.schema import FORMAT_VERSION
 from semcache.types import StoredEntry
@@ -208,6 +209,24 @@ class PostgresStore:
         """Entries in the database (kept by the feed trigger: no table scan)."""
         with self._db.reading() as conn:
             return int(conn.execute("SELECT entries FROM feed_state WHERE one").fetchone()[0])
+
+    # -- whole tables, for moving a cache between engines (``rows.py``) ---------------------
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[rows.Snapshot]:
+        """Read whole tables (entries, settings, thresholds) from one consistent snapshot."""
+        with self._db.guard():
+            conn = self._db.connection()
+            with rows.read(conn) as snap:
+                yield snap
+
+    def add_rows(
+        self, entries: Iterable[Mapping[str, Any]], thresholds: Iterable[Sequence[Any]] = ()
+    ) -> tuple[dict[int, int], int]:
+        """Insert another cache's entries (new ids; held exact keys skipped) and the thresholds
+        not set here, in one transaction. Returns (source id -> new id, thresholds added)."""
+        with self._db.transaction() as conn:
+            return rows.add_entries(conn, entries), rows.add_thresholds(conn, thresholds)
 
     # -- bookkeeping (``books.py``) -----------------------------------------------------------
 
