@@ -98,3 +98,28 @@ def test_a_slow_database_is_bounded_by_the_statement_timeout(pg_dsn: str) -> Non
             assert store.timeouts() >= 1
         assert cache.lookup(question(1), Answer, model="m") is not None
         assert cache.stats().store_outages == 0
+
+
+def test_a_thread_that_ends_closes_its_connection(pg_dsn: str) -> None:
+    """One connection per thread that used the cache, not one per thread that ever did."""
+    import threading
+
+    schema = pg_dsn.split("%3D")[1].split("&")[0]
+    with SemanticCache(pg_dsn, embedder=HashEmbedder()) as cache:
+        cache.store(question(1), Answer, Answer(text="answer 1"), model="m")
+        for _ in range(5):
+            worker = threading.Thread(
+                target=cache.lookup, args=(question(1), Answer), kwargs={"model": "m"}
+            )
+            worker.start()
+            worker.join()
+        with admin() as conn:
+            deadline = time.monotonic() + 60
+            while True:
+                (open_now,) = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (schema,)
+                ).fetchone()
+                if open_now <= 1 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        assert open_now == 1  # this thread's

@@ -1,5 +1,9 @@
 """Connections to a PostgreSQL server: one per thread, time budgets, outages, no password leaks.
 
+Each thread that uses the cache opens one connection, kept while the thread lives (only the
+thread's own storage holds it strongly, so it closes when the thread ends): a pool of 8 worker
+threads holds 8 connections per process.
+
 Time budget of one call (documented in README, "Running a fleet"): connecting waits at most
 ``connect_timeout`` seconds; every statement at most ``statement_timeout`` (server side) and the
 socket at most that plus a second (``tcp_user_timeout``, client side, for a server that vanished
@@ -19,6 +23,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,7 +73,8 @@ class Connections:
         self._params = params
         self._local = threading.local()
         self._state = threading.Lock()
-        self._all: list[tuple[int, Any]] = []  # (opening process, connection)
+        # (opening process, connection): weak, so a thread's connection closes when it ends.
+        self._all: list[tuple[int, weakref.ref[Any]]] = []
         self._closed = False
         self._down_since: float | None = None  # monotonic time the current outage began
         self._retry_at = 0.0
@@ -102,7 +108,8 @@ class Connections:
             raise self._unavailable(exc) from None
         self._local.conn, self._local.pid = conn, os.getpid()
         with self._state:
-            self._all.append((os.getpid(), conn))
+            self._all = [(pid, ref) for pid, ref in self._all if ref() is not None]
+            self._all.append((os.getpid(), weakref.ref(conn)))
         return conn
 
     def _may_probe(self) -> None:
@@ -174,8 +181,9 @@ class Connections:
         with self._state:
             self._closed = True
             conns, self._all = self._all, []
-        for pid, conn in conns:
-            if pid == os.getpid():
+        for pid, ref in conns:
+            conn = ref()
+            if conn is not None and pid == os.getpid():
                 with contextlib.suppress(Exception):
                     conn.close()
 
