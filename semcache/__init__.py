@@ -17,6 +17,7 @@ from semcache.errors import (
     LockTimeoutError,
     SemcacheError,
     StoreError,
+    StoreUnavailableError,
     UncacheableRequestError,
     UsageError,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "SemcacheError",
     "SentenceTransformerEmbedder",
     "StoreError",
+    "StoreUnavailableError",
     "UncacheableRequestError",
     "UsageError",
     "cache_hit",

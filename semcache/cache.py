@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from pydantic import BaseModel
 
@@ -35,13 +35,15 @@ from semcache.lifecycle import check_threshold
 from semcache.pipeline import DEFAULT_NEAR_MISS_BAND, DEFAULT_THRESHOLD, Pipeline, Settings
 from semcache.requests import Plan
 from semcache.shadow import Shadow
-from semcache.storage import SQLiteStore, open_store
+from semcache.storage import SQLiteStore, Store, open_location
 from semcache.types import CacheHit, CacheStats
 from semcache.verifiers.agreement import DEFAULT_MARGIN
 from semcache.verifiers.base import Verifier
 
 if TYPE_CHECKING:
     from instructor import AsyncInstructor, Instructor
+
+    from semcache.storage.postgres import PostgresStore
 
 logger = logging.getLogger("semcache")
 
@@ -53,7 +55,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class SemanticCache:
-    """A semantic response cache for structured LLM outputs, stored in one SQLite file.
+    """A semantic response cache for structured LLM outputs, stored in one SQLite file, or in a
+    PostgreSQL database shared by many processes and machines (``"postgresql://user@host/db"``;
+    README, "Running a fleet").
 
     ``threshold`` is a cosine similarity in [-1, 1]: a semantic hit needs
     ``similarity >= threshold``. ``embedder`` is None for the bundled offline all-MiniLM-L6-v2, a
@@ -134,7 +138,7 @@ class SemanticCache:
         verifier_ = lifecycle.resolve_verifier(verifier, _DEFAULT_VERIFIER)
         disabled: str | None = None  # why the cache is off (fail_open on a broken file)
         try:
-            store = open_store(path, busy_timeout=busy_timeout)
+            store: Store = open_location(path, busy_timeout=busy_timeout)
         except StoreError as exc:
             if not fail_open:
                 raise
@@ -335,6 +339,7 @@ class SemanticCache:
             tokens_avoided=counters.get("tokens_avoided", 0),
             semantic_precision=self.shadow.estimates(),
             threshold_changes=tuple(self._store.threshold_changes()),
+            store_outages=self._store.outages(),
         )
 
     def tune(self, *, apply: bool = False) -> list[calibration.Calibration]:
@@ -393,14 +398,24 @@ class SemanticCache:
         return memoize(self, text=text, namespace=namespace, threshold=threshold)
 
     def export(self, folder: str | os.PathLike[str], **options: Any) -> Any:
-        """Write a portable, self-describing folder; see ``semcache.ops.export.export``."""
+        """Write a portable, self-describing folder; see ``semcache.ops.export.export`` (and
+        ``semcache.ops.engines`` for a cache on PostgreSQL: the same folder)."""
+        self.flush()
+        if not isinstance(self._store, SQLiteStore):
+            from semcache.ops.engines import export_postgres
+
+            return export_postgres(self, cast("PostgresStore", self._store), folder, **options)
         from semcache.ops.export import export
 
-        self.flush()
         return export(self, folder, **options)
 
     def import_export(self, folder: str | os.PathLike[str], **options: Any) -> Any:
-        """Merge an exported folder into this cache; see ``semcache.ops.export.import_export``."""
+        """Merge an exported folder into this cache; see ``semcache.ops.export.import_export``.
+        An export of either engine imports into either engine."""
+        if not isinstance(self._store, SQLiteStore):
+            from semcache.ops.engines import import_postgres
+
+            return import_postgres(self, cast("PostgresStore", self._store), folder, **options)
         from semcache.ops.export import import_export
 
         return import_export(folder, self, **options)
@@ -417,7 +432,15 @@ class SemanticCache:
 
     @property
     def db(self) -> SQLiteStore:
-        """The underlying store, for maintenance code (export, CLI) that works on rows."""
+        """The underlying SQLite file, for maintenance code (export, CLI) that works on rows.
+
+        A cache on PostgreSQL has no file: maintenance on it raises ``UsageError`` (not yet
+        supported there, except ``export`` and ``import_export``)."""
+        if not isinstance(self._store, SQLiteStore):
+            raise UsageError(
+                "the command line, check and instructor's cache= adapter work on SQLite caches "
+                f"(export and import work on both); this cache is stored in {self._store!r}"
+            )
         return self._store
 
     def close(self) -> None:

@@ -24,11 +24,19 @@ class UncacheableRequestError(SemcacheError, TypeError):
 
 
 class StoreError(SemcacheError, RuntimeError):
-    """The SQLite store cannot be opened or read (damaged file, not a database, I/O error)."""
+    """The store cannot be opened or read (damaged file, not a database, I/O error, SQL error)."""
 
 
 class LockTimeoutError(StoreError, TimeoutError):
     """Another writer held the database lock for longer than the configured wait."""
+
+
+class StoreUnavailableError(StoreError, ConnectionError):
+    """The database server cannot be reached, or did not answer within its time budget.
+
+    The store logs an outage once when it starts and once when it ends; the pipeline treats this
+    error as a miss (or a dropped write) without logging each call again.
+    """
 
 
 class EmbedderError(SemcacheError, RuntimeError):

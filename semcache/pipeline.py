@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from semcache import calibration, labels, lifecycle
 from semcache.embedding.base import Embedder
-from semcache.errors import UncacheableRequestError
+from semcache.errors import StoreUnavailableError, UncacheableRequestError
 from semcache.events import (
     ErrorEvent,
     EventBus,
@@ -63,6 +63,12 @@ DEFAULT_THRESHOLD = 0.87
 FEEDBACK_RADIUS = 0.95
 _CANDIDATES = 4  # nearest neighbours examined, so one stale or vetoed entry does not hide the next
 DEFAULT_NEAR_MISS_BAND = labels.DEFAULT_BAND  # why this much: semcache.labels
+
+
+def _failed(what: str, exc: Exception) -> None:
+    """Log a failed lookup or store; a database outage was already logged once by the store."""
+    quiet = isinstance(exc, StoreUnavailableError)
+    logger.log(logging.DEBUG if quiet else logging.WARNING, "semcache: %s: %s", what, exc)
 
 
 class Front(Protocol):
@@ -175,7 +181,7 @@ class Pipeline:
         try:
             hit = self._lookup(plan)
         except Exception as exc:
-            logger.warning("semcache: lookup failed, calling the provider: %s", exc)
+            _failed("lookup failed, calling the provider", exc)
             self._emit(ErrorEvent(plan.keyed.namespace, plan.keyed.scope, "lookup", str(exc)))
             hit = None
         latency_ms = (time.perf_counter() - start) * 1000.0
@@ -208,7 +214,7 @@ class Pipeline:
         try:
             return self._save(plan, value, completion)
         except Exception as exc:
-            logger.warning("semcache: could not store an answer: %s", exc)
+            _failed("could not store an answer", exc)
             self._emit(ErrorEvent(plan.keyed.namespace, plan.keyed.scope, "store", str(exc)))
             return None
 

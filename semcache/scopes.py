@@ -1,20 +1,38 @@
 """The FAISS index of every scope, derived from the store and kept in step with it.
 
 Storage is the source of truth and holds every embedding; the index only proposes candidates, and
-can be dropped and rebuilt from the store at any time (``catch_up`` adds every entry committed
-since the index's watermark, by any process). A scope's index is dropped, to be rebuilt on its
-next lookup, when removals leave it with too many tombstones.
+can be dropped and rebuilt from the store at any time (``catch_up`` applies every change committed
+since the index's watermark, by any process: ``Store.changes``). A scope's index is dropped, to be
+rebuilt on its next lookup, when removals leave it with too many tombstones.
+
+One catch-up of a scope runs at a time. A lookup that waited for another thread's catch-up, which
+began after the lookup arrived, uses its result instead of asking the store again; and when that
+catch-up found the store unavailable, the lookup gives up at once. Without this, threads queued on
+a slow database would each wait out its statement timeout in turn.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from semcache.embedding.base import Embedder
+from semcache.errors import StoreUnavailableError
 from semcache.index import file_format
 from semcache.index.vector_index import VectorIndex, VectorKind
 from semcache.storage.base import Store
+
+
+@dataclass
+class _CatchUps:
+    """The catch-ups of one scope: one at a time, and when the latest ones began."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    succeeded: float = -math.inf  # monotonic start of the latest catch-up that succeeded
+    unavailable: float = -math.inf  # ... that found the store unavailable
 
 
 class Scopes:
@@ -26,6 +44,7 @@ class Scopes:
         self.index: VectorIndex | None = None
         self._lock = threading.Lock()
         self._dimension_recorded = False
+        self._catch_ups: dict[str, _CatchUps] = {}
 
     def folder(self) -> Path | None:
         """Where large scopes' indexes are saved: ``<database file>.index/`` (none in memory)."""
@@ -55,9 +74,36 @@ class Scopes:
                 index = self.index
         if not index.has(scope):
             index.load(scope)  # a saved index spares rebuilding a large scope from SQLite
-        ids, vectors = self.store.vectors_since(scope, index.watermark(scope), index.dimension)
-        index.add(scope, ids, vectors)
+        # One catch-up of a scope at a time: a change feed's cursor is read, applied and advanced
+        # as one step (two threads applying the same changes would add an entry twice).
+        runs = self._runs(scope)
+        arrived = time.monotonic()
+        with runs.lock:
+            if runs.succeeded > arrived:
+                return index  # caught up by a catch-up that began after this lookup arrived
+            if runs.unavailable > arrived:
+                raise StoreUnavailableError("the store did not answer this scope's catch-up")
+            started = time.monotonic()
+            try:
+                changes = self.store.changes(scope, index.watermark(scope), index.dimension)
+                if changes.reload:  # too far behind for the feed: rebuild from the store
+                    index.drop(scope)
+                    changes = self.store.changes(scope, 0, index.dimension)
+            except StoreUnavailableError:
+                runs.unavailable = started
+                raise
+            index.add(scope, changes.ids, changes.vectors, cursor=changes.cursor)
+            if changes.removed:
+                self.forget(scope, changes.removed)
+            runs.succeeded = started
         return index
+
+    def _runs(self, scope: str) -> _CatchUps:
+        with self._lock:
+            runs = self._catch_ups.get(scope)
+            if runs is None:
+                runs = self._catch_ups[scope] = _CatchUps()
+            return runs
 
     def forget(self, scope: str, ids: list[int]) -> None:
         """Drop entries deleted, expired or replaced in the store from ``scope``'s index."""

@@ -88,6 +88,8 @@ class CacheStats:
     tokens_avoided: int
     semantic_precision: dict[str, PrecisionEstimate] = field(default_factory=dict)  # by scope
     threshold_changes: tuple[ThresholdChange, ...] = ()  # the most recent, newest first
+    # Times this process lost its database server (PostgreSQL); not summed across processes.
+    store_outages: int = 0
 
     @property
     def hit_rate(self) -> float:

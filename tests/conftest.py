@@ -207,3 +207,10 @@ def target(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> Iterator[Se
     """An empty cache to import into."""
     with SemanticCache(tmp_path / "copy.db", threshold=0.85, embedder=embedder) as c:
         yield c
+
+
+from .pgserver import pg_dsn, summarize_skips  # noqa: E402, F401  (the fixture, for every test)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    summarize_skips(terminalreporter)

@@ -15,8 +15,6 @@ from semcache.integrations.instructor_cache import SQLiteCache
 from semcache.storage import SCHEMES, open_store
 
 URLS = [
-    "postgresql://postgres@127.0.0.1:5432/db",
-    "postgres://host/db",
     "mysql://root@localhost/cache",
     "redis://localhost:6379/0",
     "file:///tmp/cache.db",
@@ -39,7 +37,8 @@ def test_an_unknown_scheme_is_a_usage_error_and_creates_nothing(
     scheme = url.split("://")[0]
     with pytest.raises(UsageError, match=f"{scheme}://") as caught:
         SemanticCache(url, embedder=embedder)
-    assert "sqlite://" in str(caught.value) and "file path" in str(caught.value)
+    assert "sqlite://" in str(caught.value) and "postgresql://" in str(caught.value)
+    assert "file path" in str(caught.value)
     with pytest.raises(UsageError, match="sqlite://"):
         open_store(url)
     with pytest.raises(UsageError, match="sqlite://"):
@@ -50,23 +49,42 @@ def test_an_unknown_scheme_is_a_usage_error_and_creates_nothing(
 def test_fail_open_does_not_hide_a_wrong_location(tmp_path: Path, embedder: Any) -> None:
     """fail_open is for a damaged file; a location that can never work is the caller's mistake."""
     with pytest.raises(UsageError):
-        SemanticCache("postgresql://host/db", embedder=embedder, fail_open=True)
+        SemanticCache("mysql://host/db", embedder=embedder, fail_open=True)
 
 
 def test_the_cli_names_the_supported_schemes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(main, ["stats", "postgresql://postgres@127.0.0.1:5432/db"])
+    result = CliRunner().invoke(main, ["stats", "mysql://root@127.0.0.1:5432/db"])
     assert result.exit_code == 1
     assert "postgresql://" in result.output and "sqlite://" in result.output
+    assert _tree(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://u:pw-XYZ@127.0.0.1:1/db", "postgres://u:pw-XYZ@h/db"]
+)
+def test_sqlite_only_tools_refuse_a_postgresql_url_without_echoing_its_password(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SemanticCache stores in PostgreSQL (tests/test_postgres_cache.py); the CLI, instructor's
+    cache= adapter and open_store work on SQLite files so far, and say so."""
+    monkeypatch.chdir(tmp_path)
+    for make in (open_store, SQLiteCache):
+        with pytest.raises(UsageError, match="sqlite://") as caught:
+            make(url)
+        assert "pw-XYZ" not in str(caught.value) and "***" in str(caught.value)
+    result = CliRunner().invoke(main, ["stats", url])
+    assert result.exit_code == 1 and "SemanticCache stores in PostgreSQL" in result.output
+    assert "pw-XYZ" not in result.output
     assert _tree(tmp_path) == []
 
 
 def test_sqlite_urls_name_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, embedder: Any
 ) -> None:
-    assert SCHEMES == ("sqlite",)
+    assert SCHEMES == ("sqlite", "postgresql", "postgres")
     monkeypatch.chdir(tmp_path)
     absolute = tmp_path / "abs.db"
     with SemanticCache("sqlite:///relative.db", embedder=embedder) as cache:

@@ -116,14 +116,23 @@ class VectorIndex:
             return scope in self._scopes
 
     def watermark(self, scope: str) -> int:
-        """The highest entry id of ``scope`` already read from the store (0 when none)."""
+        """How far ``scope`` has read its store: the highest entry id added, or the cursor of
+        the store's change feed (0 when the scope is not held)."""
         with self._lock:
             state = self._scopes.get(scope)
             return state.watermark if state else 0
 
-    def add(self, scope: str, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Add vectors under their entry ids and advance the scope's watermark."""
-        if len(ids) == 0:
+    def add(
+        self, scope: str, ids: np.ndarray, vectors: np.ndarray, *, cursor: int | None = None
+    ) -> None:
+        """Add vectors under their entry ids and advance the scope's watermark.
+
+        Without ``cursor`` the watermark is the highest id added, and ids at or below it are
+        skipped (a row read twice by two threads catching up is added once). With ``cursor`` (a
+        position in a store's change feed, where ids arrive out of order) the caller adds each
+        change once, and the watermark becomes ``cursor``; the scope exists even when empty.
+        """
+        if len(ids) == 0 and cursor is None:
             return
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dimension)
@@ -131,19 +140,19 @@ class VectorIndex:
             state = self._scopes.get(scope)
             if state is None:
                 state = self._scopes[scope] = _Scope(self._new_flat(), "flat")
-            # A row read twice (two threads catching up) is added once.
-            fresh = ids > state.watermark
-            if not fresh.any():
-                return
-            if not fresh.all():
-                ids, vectors = ids[fresh], vectors[fresh]
-            if state.kind == "flat" and state.index.ntotal + len(ids) >= HNSW_AT:
+            if cursor is None:
+                fresh = ids > state.watermark
+                if not fresh.any():
+                    return
+                if not fresh.all():
+                    ids, vectors = ids[fresh], vectors[fresh]
+            if len(ids) and state.kind == "flat" and state.index.ntotal + len(ids) >= HNSW_AT:
                 self._to_hnsw(state, ids, vectors)  # straight in: no flat copy of a big batch
-            else:
+            elif len(ids):
                 state.index.add_with_ids(vectors, ids)
                 if state.kind == "hnsw":
                     _tune(self._faiss, state.index)
-            state.watermark = int(ids.max())
+            state.watermark = int(ids.max()) if cursor is None else max(state.watermark, cursor)
             state.unsaved += len(ids)
 
     def search(self, scope: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:

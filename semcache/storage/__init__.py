@@ -1,21 +1,21 @@
-"""Storage, the source of truth: the ``Store`` protocol and its SQLite implementation.
+"""Storage, the source of truth: the ``Store`` protocol and its SQLite and PostgreSQL engines.
 
 ``base`` (the protocol, ``NewEntry``), ``location`` (paths and URLs), ``schema`` (tables of a cache
 file), ``bookkeeping`` (counters, vetoes, audit, thresholds, feedback, shadow), ``sqlite``
 (``SQLiteStore``), ``ledger`` (bookkeeping buffered off the hot path) and ``instructor_table``
-(instructor's ``cache=`` table). A second engine implements ``Store`` and is chosen by
-``open_store`` from the location's URL scheme.
+(instructor's ``cache=`` table); ``postgres/`` is the PostgreSQL engine (``PostgresStore``),
+chosen by ``open_location`` for a ``postgresql://`` URL and imported only then.
 """
 
 from __future__ import annotations
 
 import os
 
-from semcache.storage.base import NewEntry, Store
-from semcache.storage.location import SCHEMES, sqlite_target
+from semcache.storage.base import Changes, NewEntry, Store
+from semcache.storage.location import SCHEMES, is_postgres, sqlite_target
 from semcache.storage.sqlite import SQLiteStore
 
-__all__ = ["SCHEMES", "NewEntry", "SQLiteStore", "Store", "open_store"]
+__all__ = ["SCHEMES", "Changes", "NewEntry", "SQLiteStore", "Store", "open_location", "open_store"]
 
 
 def open_store(location: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> SQLiteStore:
@@ -24,3 +24,13 @@ def open_store(location: str | os.PathLike[str], *, busy_timeout: float = 5.0) -
     Any other URL scheme raises ``UsageError`` (naming the supported ones) and creates nothing.
     """
     return SQLiteStore(sqlite_target(location), busy_timeout=busy_timeout)
+
+
+def open_location(location: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> Store:
+    """The store at ``location``: a PostgreSQL database for a ``postgresql://`` or
+    ``postgres://`` URL (``busy_timeout`` then bounds every statement), else ``open_store``."""
+    if is_postgres(location):
+        from semcache.storage.postgres import PostgresStore
+
+        return PostgresStore(os.fspath(location), busy_timeout=busy_timeout)
+    return open_store(location, busy_timeout=busy_timeout)

@@ -1,9 +1,15 @@
 """The storage seam: what the cache needs from the place its entries live.
 
-``Store`` is the protocol the pipeline, the ledger and shadow checks are written against; the SQLite
-file (``semcache.storage.sqlite``) is its one implementation today, and a second engine plugs in by
-implementing the same methods. Storage is the source of truth: it holds every entry *with its
-embedding*, so every FAISS index is derived and can be rebuilt from it at any time.
+``Store`` is the protocol the pipeline, the ledger and shadow checks are written against. Two
+engines implement it: a SQLite file (``semcache.storage.sqlite``) and a PostgreSQL database shared by
+a fleet of processes (``semcache.storage.postgres``). Storage is the source of truth: it holds every
+entry *with its embedding*, so every FAISS index is derived and can be rebuilt from it at any time.
+
+An index catches up with its store through ``changes``: the ids and vectors added to a scope since a
+cursor, the ids removed, and the new cursor. On SQLite the cursor is the highest entry id read
+(writers are serialized, so ids commit in increasing order) and removals are found when a hit is
+re-checked; on PostgreSQL ids do not commit in order, and the cursor is a position in a change feed
+that also carries removals (``semcache.storage.postgres.feed``).
 
 Maintenance commands (``semcache.ops``) read the SQLite tables directly and take a ``SQLiteStore``.
 """
@@ -11,7 +17,7 @@ Maintenance commands (``semcache.ops``) read the SQLite tables directly and take
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,6 +45,23 @@ class NewEntry:
     expires_at: float | None = None
 
 
+@dataclass(frozen=True)
+class Changes:
+    """What an index of one scope applies to reach the store's state as of ``cursor``.
+
+    ``ids``/``vectors`` are entries to add, ``removed`` entries to drop. ``cursor`` is None when the
+    cursor is the highest id added (SQLite); otherwise the index keeps it and passes it back.
+    ``reload``: the cursor is too old for the store to say what changed since; the index drops
+    the scope and asks again from cursor 0 (a full load).
+    """
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    removed: list[int] = field(default_factory=list)
+    cursor: int | None = None
+    reload: bool = False
+
+
 class Store(Protocol):
     """Entries, settings and bookkeeping of one cache. Every write is one transaction."""
 
@@ -48,6 +71,10 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    def outages(self) -> int:
+        """How many times this process lost the database server (0 for a file)."""
+        ...
 
     # -- settings: what the cache was created with; a mismatch raises ConfigMismatchError
     def settings(self) -> dict[str, str]: ...
@@ -62,6 +89,8 @@ class Store(Protocol):
     def vectors_since(
         self, scope: str, after_id: int, dimension: int
     ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def changes(self, scope: str, cursor: int, dimension: int) -> Changes: ...
 
     def put(self, entry: NewEntry) -> tuple[int, int | None]: ...
 

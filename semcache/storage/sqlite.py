@@ -28,7 +28,7 @@ import numpy as np
 import sqlite_utils
 
 from semcache.errors import ConfigMismatchError, LockTimeoutError, StoreError
-from semcache.storage.base import NewEntry
+from semcache.storage.base import Changes, NewEntry
 from semcache.storage.bookkeeping import Bookkeeping
 from semcache.storage.location import sqlite_target
 from semcache.storage.schema import ADDED_COLUMNS, ADDED_INDEXES, FORMAT_VERSION, SCHEMA, VIEWS
@@ -238,6 +238,15 @@ class SQLiteStore:
             return ids, np.zeros((0, dimension), dtype=np.float32)
         vectors = np.frombuffer(b"".join(b for _, b in good), dtype="<f4").reshape(-1, dimension)
         return ids, vectors.astype(np.float32, copy=False)
+
+    def changes(self, scope: str, cursor: int, dimension: int) -> Changes:
+        """Entries of ``scope`` added after id ``cursor``; removals are found when a hit is
+        re-checked, so none are listed."""
+        ids, vectors = self.vectors_since(scope, cursor, dimension)
+        return Changes(ids, vectors)
+
+    def outages(self) -> int:
+        return 0  # a file has no server to lose
 
     def put(self, entry: NewEntry) -> tuple[int, int | None]:
         """Insert an entry, replacing any entry with the same exact key, in one transaction.

@@ -1,0 +1,13 @@
+"""PostgreSQL storage for a fleet of app servers sharing one cache.
+
+``store`` (``PostgresStore``, the ``Store`` protocol), ``connect`` (per-thread connections, time
+budgets, outages, password redaction), ``migrations`` (the versioned schema), ``feed`` (the change
+feed replicas catch up from) and ``books`` (bookkeeping statements). psycopg 3 is imported only
+here, and only when a ``postgresql://`` location is opened (the ``semcache[postgres]`` extra).
+"""
+
+from __future__ import annotations
+
+from semcache.storage.postgres.store import PostgresStore
+
+__all__ = ["PostgresStore"]

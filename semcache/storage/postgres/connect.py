@@ -1,0 +1,234 @@
+"""Connections to a PostgreSQL server: one per thread, time budgets, outages, no password leaks.
+
+Each thread that uses the cache opens one connection, kept while the thread lives (only the
+thread's own storage holds it strongly, so it closes when the thread ends): a pool of 8 worker
+threads holds 8 connections per process.
+
+Time budget of one call (documented in README, "Running a fleet"): connecting waits at most
+``connect_timeout`` seconds; every statement at most ``statement_timeout`` (server side) and the
+socket at most that plus a second (``tcp_user_timeout``, client side, for a server that vanished
+without closing the connection). When the server cannot be reached, the store is *down*: calls
+fail at once with ``StoreUnavailableError`` (the pipeline turns that into a miss) until a backoff
+of 0.25 s doubling to 5 s has passed, and then one call at a time probes the server. An outage
+is logged once when it begins and once when it ends, and counted (``outages``).
+
+psycopg's errors can quote the connection string; every error leaving this module is one of ours,
+with the password replaced by ``***`` and no chained cause (``from None``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+from semcache.errors import StoreError, StoreUnavailableError, UsageError
+from semcache.storage.location import redact
+
+try:
+    import psycopg
+    from psycopg import conninfo as _conninfo
+except ImportError:  # pragma: no cover - exercised by installs without the extra
+    psycopg = None  # type: ignore[assignment]
+
+logger = logging.getLogger("semcache")
+
+CONNECT_TIMEOUT = 3.0  # seconds; libpq's minimum is 2
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.25, 5.0
+_SLOW_EVERY = 60.0  # seconds between two warnings about statement timeouts
+
+
+class Connections:
+    """Per-thread connections to one database (re-opened after a fork or a lost connection)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        statement_timeout: float = 5.0,
+        connect_timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
+        if psycopg is None:
+            raise UsageError(
+                "a postgresql:// cache needs psycopg 3: pip install 'semcache[postgres]'"
+            )
+        self.location = redact(dsn)
+        try:
+            params: dict[str, Any] = _conninfo.conninfo_to_dict(dsn)
+        except psycopg.Error:
+            raise UsageError(f"{self.location!r} is not a valid PostgreSQL URL") from None
+        self._secret = str(params.get("password") or "")
+        options = str(params.get("options") or "")
+        ms = max(1, int(statement_timeout * 1000))
+        # JIT compiling costs ~13 ms, more than any of the cache's statements: it is off.
+        params["options"] = f"{options} -c statement_timeout={ms} -c jit=off".strip()
+        params.setdefault("connect_timeout", max(2, round(connect_timeout)))
+        params.setdefault("tcp_user_timeout", ms + 1000)
+        params.setdefault("application_name", "semcache")
+        self._params = params
+        self._local = threading.local()
+        self._state = threading.Lock()
+        # (opening process, connection): weak, so a thread's connection closes when it ends.
+        self._all: list[tuple[int, weakref.ref[Any]]] = []
+        self._closed = False
+        self._down_since: float | None = None  # monotonic time the current outage began
+        self._retry_at = 0.0
+        self._backoff = _BACKOFF_FIRST
+        self.outages = 0
+        self.timeouts = 0
+        self._told_slow = -_SLOW_EVERY
+        self._budget = f"statement_timeout={statement_timeout:g} s"
+
+    def __repr__(self) -> str:
+        return f"Connections({self.location!r})"
+
+    # -- connections ------------------------------------------------------------------------
+
+    def connection(self) -> Any:
+        """This thread's connection (autocommit: transactions are explicit), opened on demand."""
+        if self._closed:
+            raise StoreError("the cache is closed")
+        conn = getattr(self._local, "conn", None)
+        if (
+            conn is not None
+            and getattr(self._local, "pid", None) == os.getpid()
+            and not conn.closed
+        ):
+            return conn
+        self._may_probe()
+        try:
+            conn = psycopg.connect(autocommit=True, **self._params)
+        except psycopg.Error as exc:
+            self._lost(exc)
+            raise self._unavailable(exc) from None
+        self._local.conn, self._local.pid = conn, os.getpid()
+        with self._state:
+            self._all = [(pid, ref) for pid, ref in self._all if ref() is not None]
+            self._all.append((os.getpid(), weakref.ref(conn)))
+        return conn
+
+    def _may_probe(self) -> None:
+        """Fail fast while the server is down; let one caller at a time try again after the
+        backoff (the others keep failing fast while it waits for ``connect_timeout``)."""
+        with self._state:
+            if self._down_since is None:
+                return
+            now = time.monotonic()
+            if now < self._retry_at:
+                raise StoreUnavailableError(
+                    f"PostgreSQL at {self.location} is unreachable; retrying in "
+                    f"{self._retry_at - now:.2f} s"
+                )
+            self._retry_at = now + float(self._params["connect_timeout"]) + self._backoff
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Turn psycopg's errors into ours, track outages, drop a connection that broke."""
+        try:
+            yield
+        except psycopg.errors.QueryCanceled as exc:
+            with self._state:
+                self.timeouts += 1
+                now = time.monotonic()
+                tell = now - self._told_slow >= _SLOW_EVERY
+                if tell:
+                    self._told_slow = now
+            if tell:  # a slow database is logged at most once a minute, not on every call
+                logger.warning(
+                    "semcache: PostgreSQL at %s did not answer within %s; treated as a miss "
+                    "(%d such timeouts so far)",
+                    self.location,
+                    self._budget,
+                    self.timeouts,
+                )
+            raise StoreUnavailableError(
+                f"PostgreSQL at {self.location} did not answer in time: {self._clean(exc)}"
+            ) from None
+        except psycopg.OperationalError as exc:
+            self._forget_connection()
+            self._lost(exc)
+            raise self._unavailable(exc) from None
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL at {self.location}: {self._clean(exc)}") from None
+        else:
+            if self._down_since is not None:
+                self._recovered()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """One transaction on this thread's connection: commit on success, rollback on error."""
+        with self.guard():
+            conn = self.connection()
+            with conn.transaction():
+                yield conn
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Any]:
+        """This thread's connection for reads outside a transaction (each statement commits)."""
+        with self.guard():
+            yield self.connection()
+
+    def close(self) -> None:
+        """Close every connection this process opened; idempotent.
+
+        A forked child leaves its parent's connections alone: closing one would end the parent's
+        session on the server (libpq sends a goodbye on the shared socket)."""
+        with self._state:
+            self._closed = True
+            conns, self._all = self._all, []
+        for pid, ref in conns:
+            conn = ref()
+            if conn is not None and pid == os.getpid():
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    # -- outages ----------------------------------------------------------------------------
+
+    def _lost(self, exc: BaseException) -> None:
+        with self._state:
+            now = time.monotonic()
+            if self._down_since is None:
+                self._down_since = now
+                self._backoff = _BACKOFF_FIRST
+                self.outages += 1
+                logger.warning(
+                    "semcache: PostgreSQL at %s is unreachable; lookups are misses and answers "
+                    "are not stored until it answers again: %s",
+                    self.location,
+                    self._clean(exc),
+                )
+            else:
+                self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+            self._retry_at = now + self._backoff
+
+    def _recovered(self) -> None:
+        with self._state:
+            if self._down_since is None:
+                return
+            lasted = time.monotonic() - self._down_since
+            self._down_since = None
+        logger.warning(
+            "semcache: PostgreSQL at %s answers again after %.1f s", self.location, lasted
+        )
+
+    def _forget_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"PostgreSQL at {self.location} is unreachable: {self._clean(exc)}"
+        )
+
+    def _clean(self, exc: BaseException) -> str:
+        """An error's message without the password (libpq may quote the connection string)."""
+        text = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        return text.replace(self._secret, "***") if self._secret else text

@@ -1,0 +1,169 @@
+"""The PostgreSQL schema of a cache, as numbered migrations applied once each, in order.
+
+The tables mirror a SQLite cache file (``semcache.storage.schema``) so that both engines hold the
+same rows, plus the change feed (``feed``, ``feed_state``; see ``semcache.storage.postgres.feed``).
+Tables are created in the connection's current schema: give each cache its own database, or its
+own schema with ``?options=-csearch_path%3Dname`` in the URL.
+
+Opening a cache reads ``schema_migrations`` and changes nothing when it is current, so the role
+the app servers use needs no DDL rights (README, "Running a fleet", lists its GRANTs); a role that
+owns the schema applies missing migrations, under an advisory lock so that nodes starting together
+apply each one once. A database migrated by a newer semcache is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from semcache.errors import ConfigMismatchError
+
+# The advisory locks of a cache: (LOCK_CLASS, hashtext(schema) XOR offset) keys per schema.
+LOCK_CLASS = 770318
+MIGRATE_LOCK, FEED_LOCK, EVICT_LOCK = 0, 1, 2
+
+_V1 = (
+    """CREATE TABLE settings (key text PRIMARY KEY, value text NOT NULL)""",
+    """CREATE TABLE entries (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        exact_key text NOT NULL UNIQUE,
+        scope text NOT NULL,
+        namespace text NOT NULL,
+        model text,
+        schema_name text NOT NULL,
+        prompt text,
+        request_json text NOT NULL,
+        response_json text NOT NULL,
+        raw_json text,
+        usage_json text,
+        total_tokens bigint NOT NULL DEFAULT 0,
+        embedding bytea,
+        created_at double precision NOT NULL,
+        last_hit_at double precision,
+        hits bigint NOT NULL DEFAULT 0,
+        expires_at double precision
+    )""",
+    "CREATE INDEX entries_scope_id ON entries (scope, id)",
+    "CREATE INDEX entries_expiry ON entries (expires_at) WHERE expires_at IS NOT NULL",
+    "CREATE INDEX entries_recency ON entries ((coalesce(last_hit_at, created_at)), id)",
+    "CREATE TABLE counters (name text PRIMARY KEY, value bigint NOT NULL)",
+    """CREATE TABLE thresholds (target text PRIMARY KEY, threshold double precision NOT NULL,
+        source text NOT NULL, updated_at double precision NOT NULL)""",
+    """CREATE TABLE vetoes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        created_at double precision NOT NULL, scope text NOT NULL, entry_id bigint NOT NULL,
+        query text NOT NULL, candidate text NOT NULL, similarity double precision NOT NULL,
+        stage text NOT NULL, reason text NOT NULL)""",
+    """CREATE TABLE feedback (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        created_at double precision NOT NULL, entry_id bigint NOT NULL, scope text NOT NULL,
+        query text, candidate text, similarity double precision, query_embedding bytea,
+        note text)""",
+    "CREATE INDEX feedback_entry ON feedback (entry_id)",
+    """CREATE TABLE audit (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        created_at double precision NOT NULL, namespace text NOT NULL, scope text NOT NULL,
+        query text, entry_id bigint, matched_prompt text, similarity double precision,
+        verdict text NOT NULL, reason text, latency_ms double precision NOT NULL)""",
+    "CREATE INDEX audit_created ON audit (created_at)",
+    """CREATE TABLE shadow (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        created_at double precision NOT NULL, scope text NOT NULL, entry_id bigint NOT NULL,
+        similarity double precision NOT NULL, agree boolean NOT NULL,
+        differing_fields text NOT NULL)""",
+    "CREATE INDEX shadow_scope ON shadow (scope)",
+    # The change feed: one row per entry added or removed, numbered in commit order.
+    "CREATE SEQUENCE feed_seq",
+    """CREATE TABLE feed (seq bigint PRIMARY KEY, scope text NOT NULL, entry_id bigint NOT NULL,
+        op smallint NOT NULL, created_at double precision NOT NULL)""",
+    "CREATE INDEX feed_scope_seq ON feed (scope, seq)",
+    "CREATE INDEX feed_created ON feed (created_at)",
+    """CREATE TABLE feed_state (one boolean PRIMARY KEY DEFAULT true CHECK (one),
+        entries bigint NOT NULL, pruned_through bigint NOT NULL)""",
+    "INSERT INTO feed_state (entries, pruned_through) VALUES (0, 0)",
+    # Runs at commit (a deferred constraint trigger), after every other statement of the
+    # transaction: the feed number is taken under a lock that is released only once the commit
+    # is visible to other sessions, so numbers are handed out in commit order. The entry count
+    # is kept here too, under the same lock, so that count() never scans the table.
+    f"""CREATE FUNCTION semcache_feed() RETURNS trigger LANGUAGE plpgsql
+        SET search_path FROM CURRENT AS $$
+    BEGIN
+        PERFORM pg_advisory_xact_lock({LOCK_CLASS}, hashtext(TG_TABLE_SCHEMA) # {FEED_LOCK});
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO feed VALUES (nextval('feed_seq'), NEW.scope, NEW.id, 1,
+                                     extract(epoch FROM clock_timestamp()));
+            UPDATE feed_state SET entries = entries + 1 WHERE one;
+        ELSE
+            INSERT INTO feed VALUES (nextval('feed_seq'), OLD.scope, OLD.id, -1,
+                                     extract(epoch FROM clock_timestamp()));
+            UPDATE feed_state SET entries = entries - 1 WHERE one;
+        END IF;
+        RETURN NULL;
+    END $$""",
+    """CREATE CONSTRAINT TRIGGER entries_feed AFTER INSERT OR DELETE ON entries
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION semcache_feed()""",
+)
+
+# Near-miss labels and the threshold history (``semcache.labels``, ``semcache.calibration``).
+_V2 = (
+    """CREATE TABLE near_misses (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        created_at double precision NOT NULL, scope text NOT NULL, entry_id bigint NOT NULL,
+        similarity double precision NOT NULL, threshold double precision NOT NULL,
+        stage text NOT NULL, agree smallint NOT NULL, differing_fields text NOT NULL,
+        query text, candidate text, answer_json text, candidate_answer_json text)""",
+    "CREATE INDEX near_misses_scope ON near_misses (scope, similarity)",
+    "CREATE INDEX near_misses_created ON near_misses (created_at)",
+    """CREATE TABLE threshold_changes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        created_at double precision NOT NULL, target text NOT NULL, old double precision,
+        new double precision, source text NOT NULL, evidence text NOT NULL)""",
+)
+
+# (version, what it does, statements), oldest first; a released migration is never edited.
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (1, "entries, bookkeeping, change feed", _V1),
+    (2, "near-miss labels, threshold history", _V2),
+)
+LATEST = MIGRATIONS[-1][0]
+
+
+def lock_key(offset: int) -> str:
+    """SQL for the advisory lock key ``offset`` of the current schema (no user input)."""
+    return f"{LOCK_CLASS}, hashtext(current_schema()) # {offset}"
+
+
+def version(conn: Any) -> int:
+    """The schema's migration version; 0 when semcache never migrated it."""
+    if conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0] is None:
+        return 0
+    row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(conn: Any) -> int:
+    """Apply missing migrations in one transaction; returns the version reached.
+
+    ``conn`` is an autocommit psycopg connection. A current schema costs two reads and no lock.
+    """
+    if _check(version(conn)) == LATEST:
+        return LATEST
+    with conn.transaction():
+        conn.execute(f"SELECT pg_advisory_xact_lock({lock_key(MIGRATE_LOCK)})")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
+            "description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        current = _check(version(conn))  # another node may have migrated meanwhile
+        for number, description, statements in MIGRATIONS:
+            if number <= current:
+                continue
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",
+                (number, description),
+            )
+    return LATEST
+
+
+def _check(found: int) -> int:
+    if found > LATEST:
+        raise ConfigMismatchError(
+            f"the database holds semcache schema version {found}; this semcache knows up to "
+            f"{LATEST}: upgrade semcache on this node"
+        )
+    return found

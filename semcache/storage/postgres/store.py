@@ -1,0 +1,352 @@
+"""The PostgreSQL store (``PostgresStore``): the ``Store`` protocol on a database a fleet shares.
+
+PostgreSQL is the system of record for every node: entries with their embeddings, settings,
+thresholds, feedback, vetoes, the audit log, shadow checks and counters. Each node keeps FAISS
+replicas of the scopes it searches, caught up from the change feed (``feed.py``), and re-checks
+every candidate against the database (row alive, not expired, same scope, similarity recomputed
+from the stored vector), so replica lag can cost a hit but never serve a wrong answer.
+
+Every statement is parameterized; the only SQL assembled from text is fixed column lists and lock
+keys. Connections, time budgets and outages are ``connect.py``'s; errors leave as ``StoreError``
+or ``StoreUnavailableError`` without the password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from semcache.errors import ConfigMismatchError, StoreError
+from semcache.storage.base import Changes, NewEntry
+from semcache.storage.postgres import books, feed, migrations, rows
+from semcache.storage.postgres.connect import Connections
+from semcache.storage.schema import FORMAT_VERSION
+from semcache.types import Label, StoredEntry, ThresholdChange
+
+_ENTRY_COLUMNS = "id, exact_key, scope, prompt, response_json, raw_json, total_tokens"
+_INSERT = (
+    "INSERT INTO entries (exact_key, scope, namespace, model, schema_name, prompt, request_json, "
+    "response_json, raw_json, usage_json, total_tokens, embedding, created_at, expires_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (exact_key) DO NOTHING RETURNING id"
+)
+
+
+class PostgresStore:
+    """One cache in a PostgreSQL database (the tables of the URL's current schema)."""
+
+    path = None  # no file: replicas are rebuilt from the database, never saved beside it
+
+    def __init__(self, dsn: str, *, busy_timeout: float = 5.0) -> None:
+        self.busy_timeout = busy_timeout
+        self._db = Connections(dsn, statement_timeout=busy_timeout)
+        self.location = self._db.location  # the URL with its password replaced by ***
+        try:
+            with self._db.reading() as conn:
+                migrations.migrate(conn)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.location!r})"
+
+    def close(self) -> None:
+        self._db.close()
+
+    def outages(self) -> int:
+        return self._db.outages
+
+    def timeouts(self) -> int:
+        """Statements this process gave up on after ``busy_timeout`` seconds."""
+        return self._db.timeouts
+
+    # -- settings ---------------------------------------------------------------------------
+
+    def settings(self) -> dict[str, str]:
+        with self._db.reading() as conn:
+            rows = conn.execute("SELECT key, value FROM settings").fetchall()
+        return {str(k): str(v) for k, v in rows}
+
+    def check_settings(self, expected: Mapping[str, str]) -> None:
+        """Record ``expected`` on first use; refuse a database created with other settings.
+
+        Two nodes may open a new database at once: each inserts what is missing, keeps what is
+        there, and then compares with what the database holds, so the loser of the race sees the
+        winner's settings and refuses them if they differ.
+        """
+        missing = {
+            "format_version": str(FORMAT_VERSION),
+            "created_at": str(time.time()),
+            "database_id": uuid.uuid4().hex,
+        }
+        missing.update(expected)
+        with self._db.transaction() as conn:
+            stored = dict(conn.execute("SELECT key, value FROM settings").fetchall())
+            if not all(key in stored for key in missing):
+                with conn.cursor() as cursor:
+                    cursor.executemany(
+                        "INSERT INTO settings (key, value) VALUES (%s, %s) "
+                        "ON CONFLICT (key) DO NOTHING",
+                        list(missing.items()),
+                    )
+                stored = dict(conn.execute("SELECT key, value FROM settings").fetchall())
+        version = stored.get("format_version")
+        if version != str(FORMAT_VERSION):
+            raise ConfigMismatchError(
+                f"the database has format version {version}; this semcache reads {FORMAT_VERSION}"
+            )
+        for key, value in expected.items():
+            if stored.get(key) != value:
+                raise ConfigMismatchError(
+                    f"the database was created with {key}={stored.get(key)!r}, not {value!r}: "
+                    "open it with the same embedder, or use another database or schema"
+                )
+
+    # -- entries ----------------------------------------------------------------------------
+
+    def get_exact(self, exact_key: str, now: float) -> StoredEntry | None:
+        with self._db.reading() as conn:
+            row = conn.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE exact_key = %s "
+                "AND (expires_at IS NULL OR expires_at > %s)",
+                (exact_key, now),
+            ).fetchone()
+        return _entry(row) if row else None
+
+    def get_many(self, ids: list[int], now: float) -> dict[int, StoredEntry]:
+        """The live entries among ``ids`` with their vectors; expired and deleted ones are absent."""
+        if not ids:
+            return {}
+        with self._db.reading() as conn:
+            rows = conn.execute(
+                f"SELECT {_ENTRY_COLUMNS}, embedding FROM entries WHERE id = ANY(%s) "
+                "AND (expires_at IS NULL OR expires_at > %s)",
+                (ids, now),
+                binary=True,
+            ).fetchall()
+        return {int(row[0]): _entry(row) for row in rows}
+
+    def vectors_since(
+        self, scope: str, after_id: int, dimension: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The scope's embedded entries with id > ``after_id`` (a full reload when 0). For tools:
+        replicas catch up with ``changes``, since ids do not commit in order here."""
+        loaded = self.changes(scope, 0, dimension)
+        keep = loaded.ids > after_id
+        return loaded.ids[keep], loaded.vectors[keep]
+
+    def changes(self, scope: str, cursor: int, dimension: int) -> Changes:
+        with self._db.reading() as conn:
+            return feed.changes(conn, scope, cursor, dimension)
+
+    def put(self, entry: NewEntry) -> tuple[int, int | None]:
+        return self.put_many([entry])[0]
+
+    def put_many(self, entries: Sequence[NewEntry]) -> list[tuple[int, int | None]]:
+        """Insert entries in order in one transaction, each replacing any entry with its exact
+        key (the replacement gets a new id); returns ``(new id, replaced id or None)`` each."""
+        now = time.time()
+        with self._db.transaction() as conn:
+            return [_insert(conn, entry, now) for entry in entries]
+
+    def delete(self, entry_id: int) -> None:
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM entries WHERE id = %s", (entry_id,))
+
+    def evict_expired(self, now: float) -> list[tuple[int, str]]:
+        """Delete expired entries (their removal reaches every replica through the feed), and
+        prune feed rows older than ``feed.RETENTION``."""
+        with self._db.transaction() as conn:
+            gone = conn.execute(
+                "DELETE FROM entries WHERE expires_at IS NOT NULL AND expires_at <= %s "
+                "RETURNING id, scope",
+                (now,),
+            ).fetchall()
+        with self._db.reading() as conn:
+            feed.prune(conn, now - feed.RETENTION)
+        return [(int(i), str(s)) for i, s in gone]
+
+    def prune_feed(self, older_than: float) -> int:
+        """Drop feed rows written before ``older_than``; replicas behind them reload."""
+        with self._db.reading() as conn:
+            return feed.prune(conn, older_than)
+
+    def evict_lru(self, max_entries: int) -> list[tuple[int, str]]:
+        """Delete the least recently used entries beyond ``max_entries``; returns ``(id, scope)``.
+
+        Nodes evicting at once take turns (an advisory lock), so together they remove the excess
+        once, not once each.
+        """
+        with self._db.transaction() as conn:
+            if (
+                int(conn.execute("SELECT entries FROM feed_state WHERE one").fetchone()[0])
+                <= max_entries
+            ):
+                return []
+            conn.execute(
+                f"SELECT pg_advisory_xact_lock({migrations.lock_key(migrations.EVICT_LOCK)})"
+            )
+            excess = (
+                int(conn.execute("SELECT entries FROM feed_state WHERE one").fetchone()[0])
+                - max_entries
+            )
+            if excess <= 0:
+                return []
+            gone = conn.execute(
+                "DELETE FROM entries WHERE id IN (SELECT id FROM entries "
+                "ORDER BY coalesce(last_hit_at, created_at), id LIMIT %s) RETURNING id, scope",
+                (excess,),
+            ).fetchall()
+        return [(int(i), str(s)) for i, s in gone]
+
+    def count(self) -> int:
+        """Entries in the database (kept by the feed trigger: no table scan)."""
+        with self._db.reading() as conn:
+            return int(conn.execute("SELECT entries FROM feed_state WHERE one").fetchone()[0])
+
+    # -- whole tables, for moving a cache between engines (``rows.py``) ---------------------
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[rows.Snapshot]:
+        """Read whole tables (entries, settings, thresholds) from one consistent snapshot."""
+        with self._db.guard():
+            conn = self._db.connection()
+            with rows.read(conn) as snap:
+                yield snap
+
+    def add_rows(
+        self, entries: Iterable[Mapping[str, Any]], thresholds: Iterable[Sequence[Any]] = ()
+    ) -> tuple[dict[int, int], int]:
+        """Insert another cache's entries (new ids; held exact keys skipped) and the thresholds
+        not set here, in one transaction. Returns (source id -> new id, thresholds added)."""
+        with self._db.transaction() as conn:
+            return rows.add_entries(conn, entries), rows.add_thresholds(conn, thresholds)
+
+    # -- bookkeeping (``books.py``) -----------------------------------------------------------
+
+    def record(
+        self,
+        hits: Mapping[int, tuple[int, float]],
+        counters: Mapping[str, int],
+        rows: Mapping[str, Sequence[tuple[Any, ...]]] | None = None,
+    ) -> None:
+        if not hits and not any(counters.values()) and not any((rows or {}).values()):
+            return
+        with self._db.transaction() as conn:
+            books.record(conn, hits, counters, rows or {})
+
+    def trim_audit(self, *, older_than: float | None, max_rows: int | None) -> int:
+        return self.trim_log("audit", older_than=older_than, max_rows=max_rows)
+
+    def trim_log(self, table: str, *, older_than: float | None, max_rows: int | None) -> int:
+        with self._db.transaction() as conn:
+            return books.trim_log(conn, table, older_than, max_rows)
+
+    def counters(self) -> dict[str, int]:
+        with self._db.reading() as conn:
+            rows = conn.execute("SELECT name, value FROM counters").fetchall()
+        return {str(name): int(value) for name, value in rows}
+
+    def thresholds(self) -> dict[str, float]:
+        with self._db.reading() as conn:
+            rows = conn.execute("SELECT target, threshold FROM thresholds").fetchall()
+        return {str(t): float(v) for t, v in rows}
+
+    def set_threshold(
+        self,
+        target: str,
+        threshold: float | None,
+        source: str,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> None:
+        with self._db.transaction() as conn:
+            books.set_threshold(conn, target, threshold, source, evidence)
+
+    def threshold_changes(self, limit: int | None = 20) -> list[ThresholdChange]:
+        with self._db.reading() as conn:
+            return books.threshold_changes(conn, limit)
+
+    def labels(self, scope: str | None = None) -> list[Label]:
+        with self._db.reading() as conn:
+            return books.labels(conn, scope)
+
+    def add_feedback(
+        self,
+        entry_id: int,
+        scope: str,
+        query: str | None,
+        candidate: str | None,
+        similarity: float | None,
+        embedding: np.ndarray | None,
+        note: str,
+    ) -> None:
+        blob = None if embedding is None else np.ascontiguousarray(embedding, "<f4").tobytes()
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO feedback (created_at, entry_id, scope, query, candidate, similarity, "
+                "query_embedding, note) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (time.time(), entry_id, scope, query, candidate, similarity, blob, note),
+            )
+
+    def wrong_queries(self, entry_ids: list[int], dimension: int) -> dict[int, np.ndarray]:
+        if not entry_ids:
+            return {}
+        with self._db.reading() as conn:
+            rows = conn.execute(
+                "SELECT entry_id, query_embedding FROM feedback WHERE entry_id = ANY(%s) "
+                "AND query_embedding IS NOT NULL",
+                (entry_ids,),
+                binary=True,
+            ).fetchall()
+        return books.vectors_by_entry(rows, dimension)
+
+    def add_shadow(
+        self, scope: str, entry_id: int, similarity: float, agree: bool, fields: list[str]
+    ) -> None:
+        with self._db.transaction() as conn:
+            books.add_shadow(conn, scope, entry_id, similarity, agree, fields)
+
+    def shadow_counts(self) -> dict[str, tuple[int, int, float | None]]:
+        with self._db.reading() as conn:
+            return books.shadow_counts(conn)
+
+
+def _entry(row: Sequence[Any]) -> StoredEntry:
+    """A row of ``_ENTRY_COLUMNS`` (and the embedding, when selected) as the cache reads it."""
+    blob = bytes(row[7]) if len(row) > 7 and row[7] is not None else None
+    return StoredEntry(
+        int(row[0]), str(row[1]), str(row[2]), row[3], str(row[4]), row[5], int(row[6]), blob
+    )
+
+
+def _insert(conn: Any, entry: NewEntry, now: float) -> tuple[int, int | None]:
+    """Replace-or-insert one entry. A node inserting the same key concurrently makes our insert
+    do nothing; the loop then deletes its row (read committed: each statement sees the latest
+    commits) and inserts again, so the later writer's answer stays, as on SQLite."""
+    blob = (
+        None
+        if entry.embedding is None
+        else np.ascontiguousarray(entry.embedding, dtype="<f4").tobytes()
+    )
+    values = (
+        entry.exact_key, entry.scope, entry.namespace, entry.model, entry.schema_name,
+        entry.prompt, entry.request_json, entry.response_json, entry.raw_json, entry.usage_json,
+        entry.total_tokens, blob, now, entry.expires_at,
+    )  # fmt: skip
+    replaced: int | None = None
+    for _ in range(5):
+        old = conn.execute(
+            "DELETE FROM entries WHERE exact_key = %s RETURNING id", (entry.exact_key,)
+        ).fetchone()
+        if old is not None:
+            replaced = int(old[0])
+        new = conn.execute(_INSERT, values).fetchone()
+        if new is not None:
+            return int(new[0]), replaced
+    raise StoreError(f"could not write entry {entry.exact_key[:12]}: other nodes kept replacing it")
