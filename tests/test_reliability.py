@@ -202,7 +202,7 @@ def test_killed_writer_loses_no_returned_write(db_path: Path, embedder: Any) -> 
 
 
 WORKER = """
-import json, random, sys, time
+import json, os, random, sys, time
 from pydantic import BaseModel
 from semcache import SemanticCache
 
@@ -238,8 +238,11 @@ while time.monotonic() < end:
                     errors.append(f"wrong answer {hit.value.text} for {owner}")
     except Exception as exc:
         errors.append(repr(exc))
-open(f"{outdir}/done-{me}", "w").write(json.dumps(written))
-while len([1 for k in range(n_procs) if __import__("os").path.exists(f"{outdir}/done-{k}")]) < n_procs:
+# Written aside and renamed: another worker must never read a file that exists but is empty.
+with open(f"{outdir}/done-{me}.part", "w") as handle:
+    handle.write(json.dumps(written))
+os.replace(f"{outdir}/done-{me}.part", f"{outdir}/done-{me}")
+while len([1 for k in range(n_procs) if os.path.exists(f"{outdir}/done-{k}")]) < n_procs:
     time.sleep(0.05)
 missing = 0
 for p in range(n_procs):
