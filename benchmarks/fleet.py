@@ -144,14 +144,14 @@ def node(dsn: str, me: int, nodes: int, entries: int, start: Any, lag_queue: Any
         result["semantic_ms"] = (percentile(semantic, 0.5), percentile(semantic, 0.99))
         start.wait()
         lags: list[float] = []
-        if me == 0:  # the writer: one new answer at a time, announced to the readers
+        if me == 0 and nodes > 1:  # the writer: one new answer at a time, announced to readers
             for k in range(100):
                 item = entries + k
                 cache.store(question(item), Answer, Answer(text=f"answer {item}"), model="m")
                 for _ in range(nodes - 1):
                     lag_queue.put((item, time.time()))
                 time.sleep(0.02)
-        else:
+        elif me > 0:
             for _ in range(100):
                 item, stored_at = lag_queue.get(timeout=120)
                 while True:
@@ -241,8 +241,8 @@ def main() -> None:
         f"{max(r['semantic_ms'][1] for r in results):.2f} ms |",
         f"| semantic hit, embedding included (+ MiniLM per query {embed_ms:.1f} ms), p50 | "
         f"{statistics.median(r['semantic_ms'][0] for r in results) + embed_ms:.2f} ms |",
-        f"| store-to-hit lag on another node, p50 / p99 | {percentile(lags, 0.5):.1f} / "
-        f"{percentile(lags, 0.99):.1f} ms |",
+        "| store-to-hit lag on another node, p50 / p99 | "
+        + (f"{percentile(lags, 0.5):.1f} / {percentile(lags, 0.99):.1f} ms |" if lags else "- |"),
         f"| lookups per second, all nodes at once | "
         f"{sum(r['lookups_per_s'] for r in results):,.0f} |",
         f"| resident memory per node after its index is built, median | "
