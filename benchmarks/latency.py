@@ -453,6 +453,7 @@ def section_size(
     log(f"size {n}: building")
     cache, stored, put_seconds = build(path, n, base, vectors, seed=n)
     cache.lookup(messages(probe[0]), Ticket, model=MODEL)  # builds the index before timing
+    cache.pipeline.scopes.wait()  # (in the background from HNSW size on)
     totals: dict[tuple[str, str], list[float]] = {(k, e): [] for k in queries for e in embedders}
     parts: dict[tuple[str, str, str], list[float]] = {
         (k, e, p): [] for k in queries for e in embedders for p in PHASES
@@ -566,6 +567,8 @@ cache = SemanticCache({str(path)!r}, threshold=THRESHOLD, embedder=FixedEmbedder
                       verifier=None)
 t1 = time.perf_counter()
 hit = cache.lookup(messages({query!r} + " (cold)"), Ticket, model=MODEL)
+cache.pipeline.scopes.wait()  # a scope of HNSW size is built in the background: count it
+hit = hit or cache.lookup(messages({query!r} + " (cold)"), Ticket, model=MODEL)
 t2 = time.perf_counter()
 rss1 = vm_rss()
 cache.lookup(messages({query!r} + " (again)"), Ticket, model=MODEL)

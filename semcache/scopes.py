@@ -5,6 +5,10 @@ can be dropped and rebuilt from the store at any time (``catch_up`` applies ever
 since the index's watermark, by any process: ``Store.changes``). A scope's index is dropped, to be
 rebuilt on its next lookup, when removals leave it with too many tombstones.
 
+A scope's first load that brings an HNSW graph's worth of vectors (``HNSW_AT``; minutes to build
+at a million) is built in a background thread: meanwhile its semantic lookups find nothing (the
+exact tier still answers), and no lookup waits for the build, in this scope or another.
+
 One catch-up of a scope runs at a time. A lookup that waited for another thread's catch-up, which
 began after the lookup arrived, uses its result instead of asking the store again; and when that
 catch-up found the store unavailable, the lookup gives up at once. Without this, threads queued on
@@ -13,6 +17,7 @@ a slow database would each wait out its statement timeout in turn.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -21,9 +26,11 @@ from pathlib import Path
 
 from semcache.embedding.base import Embedder
 from semcache.errors import StoreUnavailableError
-from semcache.index import file_format
+from semcache.index import file_format, vector_index
 from semcache.index.vector_index import VectorIndex, VectorKind
-from semcache.storage.base import Store
+from semcache.storage.base import Changes, Store
+
+logger = logging.getLogger("semcache")
 
 
 @dataclass
@@ -45,6 +52,8 @@ class Scopes:
         self._lock = threading.Lock()
         self._dimension_recorded = False
         self._catch_ups: dict[str, _CatchUps] = {}
+        # Scopes whose first index is being built, each with the event set when it is done.
+        self.building: dict[str, threading.Event] = {}
 
     def folder(self) -> Path | None:
         """Where large scopes' indexes are saved: ``<database file>.index/`` (none in memory)."""
@@ -79,8 +88,10 @@ class Scopes:
         runs = self._runs(scope)
         arrived = time.monotonic()
         with runs.lock:
-            if runs.succeeded > arrived:
-                return index  # caught up by a catch-up that began after this lookup arrived
+            if scope in self.building or runs.succeeded > arrived:
+                # Being built (nothing to search yet), or caught up by a catch-up that began
+                # after this lookup arrived.
+                return index
             if runs.unavailable > arrived:
                 raise StoreUnavailableError("the store did not answer this scope's catch-up")
             started = time.monotonic()
@@ -92,11 +103,42 @@ class Scopes:
             except StoreUnavailableError:
                 runs.unavailable = started
                 raise
+            if not index.has(scope) and len(changes.ids) >= vector_index.HNSW_AT:
+                self._build_in_background(index, scope, changes)
+                return index
             index.add(scope, changes.ids, changes.vectors, cursor=changes.cursor)
             if changes.removed:
                 self.forget(scope, changes.removed)
             runs.succeeded = started
         return index
+
+    def _build_in_background(self, index: VectorIndex, scope: str, changes: Changes) -> None:
+        """Build a large scope's first index in a thread (called holding the scope's lock)."""
+        done = self.building[scope] = threading.Event()
+        logger.info(
+            "semcache: building the index of a scope of %d entries in the background; its "
+            "lookups use the exact tier until it is ready",
+            len(changes.ids),
+        )
+
+        def build() -> None:
+            try:
+                index.add(scope, changes.ids, changes.vectors, cursor=changes.cursor)
+                if changes.removed:
+                    self.forget(scope, changes.removed)
+            except Exception as exc:  # the next lookup loads the scope again
+                logger.warning("semcache: building the index of a scope failed: %s", exc)
+            finally:
+                del self.building[scope]
+                done.set()
+
+        threading.Thread(target=build, name=f"semcache-build-{scope[:12]}", daemon=True).start()
+
+    def wait(self, scope: str | None = None, timeout: float | None = None) -> bool:
+        """Wait until ``scope``'s index (None: every scope's) is no longer being built, for
+        benchmarks and tools that need it whole; False when ``timeout`` seconds passed first."""
+        builds = [self.building.get(scope)] if scope is not None else list(self.building.values())
+        return all(done is None or done.wait(timeout) for done in builds)
 
     def _runs(self, scope: str) -> _CatchUps:
         with self._lock:

@@ -102,3 +102,49 @@ def test_a_caught_up_index_holds_what_the_store_holds(tmp_path: Path) -> None:
     index = scopes.catch_up("s", HashEmbedder())
     assert index.search("s", np.ones(64, np.float32) / 8, 1) == []
     store.close()
+
+
+def test_no_lookup_waits_for_a_large_scope_to_be_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scope's first index of HNSW size is built in the background: meanwhile its semantic
+    lookups miss at once (its exact tier answers), other scopes are searched as usual, and once
+    built the scope serves semantic hits."""
+    from pydantic import BaseModel
+
+    from semcache import SemanticCache
+    from semcache.index import vector_index
+
+    class Answer(BaseModel):
+        text: str
+
+    def ask(item: int, tail: str = "?") -> list[dict[str, str]]:
+        return [{"role": "user", "content": f"Item {item}{tail}"}]
+
+    monkeypatch.setattr(vector_index, "HNSW_AT", 50)
+    gate, building = threading.Event(), threading.Event()
+    real = vector_index.VectorIndex._to_hnsw
+
+    def held(self: Any, *args: Any) -> None:
+        building.set()
+        assert gate.wait(60)
+        real(self, *args)
+
+    monkeypatch.setattr(vector_index.VectorIndex, "_to_hnsw", held)
+    path = tmp_path / "cache.db"
+    with SemanticCache(path, embedder=HashEmbedder(), verifier=None, threshold=0.9) as writer:
+        writer.store_many([(ask(i), Answer(text=str(i))) for i in range(80)], Answer, model="big")
+        writer.store(ask(1), Answer, Answer(text="small"), model="small")
+    with SemanticCache(path, embedder=HashEmbedder(), verifier=None, threshold=0.9) as cache:
+        assert cache.lookup(ask(3, ""), Answer, model="big") is None  # not built yet: a miss
+        assert building.wait(60)
+        exact = cache.lookup(ask(3), Answer, model="big")
+        assert exact is not None and exact.tier == "exact"
+        small = cache.lookup(ask(1, ""), Answer, model="small")
+        assert small is not None and small.tier == "semantic"  # another scope is not held up
+        gate.set()
+        scopes = cache.pipeline.scopes
+        assert scopes.wait(exact.scope, timeout=120) and not scopes.building
+        hit = cache.lookup(ask(3, ""), Answer, model="big")
+        assert hit is not None and hit.tier == "semantic" and hit.value.text == "3"
+        assert scopes.index is not None and scopes.index.kind(hit.scope) == "hnsw"

@@ -136,6 +136,12 @@ class VectorIndex:
             return
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dimension)
+        if (
+            len(ids) >= HNSW_AT
+            and not self.has(scope)
+            and self._publish(scope, ids, vectors, cursor)
+        ):
+            return
         with self._lock:
             state = self._scopes.get(scope)
             if state is None:
@@ -154,6 +160,22 @@ class VectorIndex:
                     _tune(self._faiss, state.index)
             state.watermark = int(ids.max()) if cursor is None else max(state.watermark, cursor)
             state.unsaved += len(ids)
+
+    def _publish(
+        self, scope: str, ids: np.ndarray, vectors: np.ndarray, cursor: int | None
+    ) -> bool:
+        """Build a new scope's HNSW graph outside the lock (minutes for a million vectors), so
+        searches of other scopes go on meanwhile; False when another thread created the scope
+        first (the caller then adds to it as usual)."""
+        built = _Scope(self._new_flat(), "flat")
+        self._to_hnsw(built, ids, vectors)
+        built.watermark = int(ids.max()) if cursor is None else cursor
+        built.unsaved = len(ids)
+        with self._lock:
+            if scope in self._scopes:
+                return False
+            self._scopes[scope] = built
+        return True
 
     def search(self, scope: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         """The ``k`` nearest entries of ``scope`` as ``(entry id, cosine similarity)``, best first.
