@@ -469,14 +469,14 @@ def test_read_and_write_switches_apply_to_streams(both: tuple[Driver, Any]) -> N
 def test_replay_delay_paces_the_objects(both: tuple[Driver, Any]) -> None:
     client, _ = both
     client.partial("Where is my parcel?")
-    start = time.perf_counter()
     fast = client.partial("Where is my parcel?")
-    quick = time.perf_counter() - start
     start = time.perf_counter()
     paced = client.partial("Where is my parcel?", semcache_replay_delay=0.02)
     slow = time.perf_counter() - start
     assert len(paced) == len(fast) >= 3 and paced[-1].model_dump() == fast[-1].model_dump()
-    assert slow >= 0.02 * (len(paced) - 1) > quick
+    # A lower bound only (a sleep never ends early): how fast an unpaced replay is belongs to
+    # benchmarks/streaming.py, not to a test on a shared machine.
+    assert slow >= 0.02 * (len(paced) - 1)
     with pytest.raises(UsageError, match="semcache_replay_delay"):
         client.partial("Where is my parcel?", semcache_replay_delay=-1)
 
