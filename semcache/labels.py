@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from semcache.answers import differing_fields
 from semcache.types import StoredEntry
 from semcache.verifiers.base import Verifier
-from semcache.verifiers.schema_terms import check_schema_terms, schema_terms
+from semcache.verifiers.schema_terms import judge
 
 # How far below the threshold labels are taken by default. Wide enough that one band holds the
 # thresholds calibration would consider next (MiniLM's right and wrong pairs overlap over about
@@ -132,7 +132,5 @@ class NearMisses:
 def _stage(verifier: Verifier, near: NearMiss) -> str:
     """The verdict a lookup would have reached at a lower threshold: the verifier's, then the
     response model's words (``semcache.verifiers.schema_terms``); feedback is not consulted."""
-    verdict = verifier.verify(near.query, near.candidate, near.similarity)
-    if verdict.accept and near.model is not None:
-        verdict = check_schema_terms(near.query, near.candidate, schema_terms(near.model))
+    verdict = judge(verifier, near.query, near.candidate, near.similarity, near.model)
     return "" if verdict.accept else (verdict.stage or verifier.name)

@@ -54,7 +54,7 @@ from semcache.verifiers.agreement import (
     find_rival,
 )
 from semcache.verifiers.base import Verdict, Verifier
-from semcache.verifiers.schema_terms import check_schema_terms, schema_terms
+from semcache.verifiers.schema_terms import judge
 
 logger = logging.getLogger("semcache")
 
@@ -283,18 +283,20 @@ class Pipeline:
         judged: dict[int, Verdict] = {}
         refused: dict[int, str] = {}  # candidate -> the check that refused it
 
-        def judge(similarity: float, row: StoredEntry) -> Verdict:
+        def verdict_of(similarity: float, row: StoredEntry) -> Verdict:
             if row.id not in judged:
                 judged[row.id] = self._judge(plan, row, similarity, vector, wrong_for.get(row.id))
             return judged[row.id]
 
         for similarity, row in eligible:
-            verdict = judge(similarity, row)
+            verdict = verdict_of(similarity, row)
             if not verdict.accept:
                 self._veto(plan, row, similarity, verdict, start)
                 refused[row.id] = verdict.stage or self.verifier.name
                 continue
-            rival = find_rival(similarity, row, eligible, judge, self.settings.agreement_margin)
+            rival = find_rival(
+                similarity, row, eligible, verdict_of, self.settings.agreement_margin
+            )
             if rival is not None:
                 # A candidate about as near as this one holds another answer: the query sits
                 # between them and none is served (semcache.verifiers.agreement).
@@ -333,11 +335,8 @@ class Pipeline:
         assert row.prompt is not None
         if wrong_for is not None and float((wrong_for @ vector).max()) >= FEEDBACK_RADIUS:
             return Verdict(False, "marked wrong for a near-duplicate query", "feedback")
-        verdict = self.verifier.verify(query, row.prompt, similarity)
-        if verdict.accept and self.settings.schema_evidence:
-            terms = schema_terms(plan.response_model)
-            return check_schema_terms(query, row.prompt, terms)
-        return verdict
+        model = plan.response_model if self.settings.schema_evidence else None
+        return judge(self.verifier, query, row.prompt, similarity, model)
 
     def _veto(
         self, plan: Plan, row: StoredEntry, similarity: float, verdict: Verdict, start: float

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from semcache.verifiers.base import ACCEPT, Verdict
+from semcache.verifiers.base import ACCEPT, Verdict, Verifier
 
 STAGE = "schema"
 # A field with more values than this is a taxonomy of topics (77 banking intents), whose label
@@ -155,3 +155,18 @@ def check_schema_terms(query: str, candidate: str, terms: frozenset[str]) -> Ver
         else f"only in the cached prompt: {', '.join(only_candidate)}"
     )
     return Verdict(False, f"a word that names an answer value is {side}", STAGE)
+
+
+def judge(
+    verifier: Verifier,
+    query: str,
+    candidate: str,
+    similarity: float,
+    model: type[BaseModel] | None,
+) -> Verdict:
+    """How a candidate is judged, whether it is about to be served or labelled as a near miss:
+    the verifier, then, when it accepts and ``model`` is given, the response model's words."""
+    verdict = verifier.verify(query, candidate, similarity)
+    if verdict.accept and model is not None:
+        return check_schema_terms(query, candidate, schema_terms(model))
+    return verdict
