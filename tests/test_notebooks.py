@@ -52,6 +52,9 @@ def test_threshold_tuning_notebook_runs(monkeypatch: pytest.MonkeyPatch) -> None
     assert "300 pairs" in text
     assert "schema:" in text  # the chosen threshold landed in the cache
     assert re.search(r"\b[1-9]\d* audited decisions", text)  # the audit log section ran
+    shown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert "vs cosine at the same hit rate" in shown  # the sources table
+    assert "trained without the scored source" in shown  # the leave-one-source-out table
 
 
 @pytest.mark.slow

@@ -1,0 +1,250 @@
+"""The learned stage, judged leaving each source out: does it pay where it was not trained?
+
+``LearnedVerifier`` (a logistic regression over cheap pair features, run after the rules) ships
+trained on data/pairs alone. Here the same model is trained, with the same procedure
+(``semcache.verifiers.training.train``: pairs the rules accept, class-balanced, sign-constrained,
+``min_probability`` keeping 0.99 of held-out-family positives), on every source we may train on
+*except* the one it is scored on:
+
+- data/written (ours, 25 domains), the train split of data/pairs (ours), the train split of
+  STS-B (CC BY-SA 4.0), and Banking77's train split (CC BY 4.0) as pairs: each of 4,000 training
+  queries (seeded) with its 3 nearest other training queries at similarity >= 0.75, labelled same
+  when their intents are equal.
+
+Each source is then scored as in ``sources.py`` (its test split, or the whole set for
+data/written; Banking77 as the intent-classifier stream on its test split), against a bare cosine
+threshold at the same recall or hit rate. SICK and MRPC are never trained on (their licences
+allow evaluation only), so their column is the model trained on all four. The shipped model is
+shown beside it.
+
+    python benchmarks/learned_sources.py [--threshold 0.87] [--shared ../shared/data] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import random
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from machine import describe
+from sources import (
+    ROOT,
+    Decide,
+    banking,
+    cosine_at,
+    cosine_curve,
+    curve_at,
+    pair_point,
+    pair_sets,
+    stream,
+    verdict,
+)
+
+from semcache import DEFAULT_THRESHOLD
+from semcache.embedding import resolve_embedder
+from semcache.ops import tuning
+from semcache.verifiers import Chain, LearnedVerifier, default_verifier
+from semcache.verifiers.agreement import ANOTHER_INSTANCE, DEFAULT_MARGIN
+from semcache.verifiers.base import Verifier
+from semcache.verifiers.training import train
+
+RESULTS = ROOT / "benchmarks" / "results" / "learned_sources.md"
+NEIGHBOURS_OF = 4000  # Banking77 training queries that contribute pairs
+NEIGHBOURS = 3
+PAIR_FLOOR = 0.75  # pairs below this similarity never reach a verifier at sane thresholds
+SEED = 0
+
+# Which training source each scored source leaves out (None: it is never trained on).
+LEAVES_OUT: dict[str, str | None] = {
+    "data/written (all; unseen by the rules)": "data/written",
+    "data/pairs (test)": "data/pairs (train)",
+    "STS-B (test, label_bin)": "STS-B (train)",
+    "SICK paraphrase vs contradiction (test)": None,
+    "MRPC (test)": None,
+}
+
+Row = dict[str, Any]
+
+
+def training_sources(shared: Path, vectors: Mapping[str, np.ndarray]) -> dict[str, list[Row]]:
+    """Labeled rows (a, b, label, family) of every source the learned stage may train on."""
+    out: dict[str, list[Row]] = {}
+    written = sorted((ROOT / "data" / "written").glob("*.jsonl"))
+    out["data/written"] = [
+        {"a": r["a"], "b": r["b"], "label": int(r["label"]), "family": r["group"]}
+        for f in written
+        for r in _jsonl(f)
+    ]
+    out["data/pairs (train)"] = [
+        {"a": p.a, "b": p.b, "label": int(p.label), "family": f"pairs/{i // 25}"}
+        for i, p in enumerate(tuning.load_pairs(ROOT / "data/pairs/pairs.jsonl", split="train"))
+    ]
+    out["STS-B (train)"] = [
+        {"a": p.a, "b": p.b, "label": int(p.label), "family": f"stsb/{i % 20}"}
+        for i, p in enumerate(tuning.load_pairs(shared / "stsb.jsonl", split="train"))
+    ]
+    out["Banking77 (train)"] = banking_pairs(shared, vectors)
+    return out
+
+
+def banking_pairs(shared: Path, vectors: Mapping[str, np.ndarray]) -> list[Row]:
+    rows = [r for r in _jsonl(shared / "banking77.jsonl") if r["split"] == "train"]
+    texts = [str(r["text"]) for r in rows]
+    labels = [str(r["label"]) for r in rows]
+    matrix = np.stack([vectors[t] for t in texts])
+    order = list(range(len(texts)))
+    random.Random(SEED).shuffle(order)
+    pairs = []
+    for i in order[:NEIGHBOURS_OF]:
+        sims = matrix @ matrix[i]
+        sims[i] = -1.0
+        for j in np.argsort(-sims)[:NEIGHBOURS]:
+            if sims[j] >= PAIR_FLOOR:
+                same = int(labels[i] == labels[int(j)])
+                pairs.append(
+                    {"a": texts[i], "b": texts[int(j)], "label": same, "family": labels[i]}
+                )
+    return pairs
+
+
+def banking_texts(shared: Path) -> list[str]:
+    return [str(r["text"]) for r in _jsonl(shared / "banking77.jsonl") if r["split"] == "train"]
+
+
+def fit_without(
+    sources: Mapping[str, list[Row]], vectors: Mapping[str, np.ndarray], left_out: str | None
+) -> dict[str, Any]:
+    rows = [
+        r
+        for name, source in sources.items()
+        if name != left_out
+        for r in source
+        if float(vectors[r["a"]] @ vectors[r["b"]]) >= PAIR_FLOOR
+    ]
+    sims = [float(vectors[r["a"]] @ vectors[r["b"]]) for r in rows]
+    return train(rows, sims)
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _decide(verifier: Verifier) -> Decide:
+    return lambda a, b, s: verifier.verify(a, b, s).accept
+
+
+def _instance(verifier: Verifier) -> Decide:
+    def other(a: str, b: str, s: float) -> bool:
+        v = verifier.verify(a, b, s)
+        return not v.accept and v.stage in ANOTHER_INSTANCE
+
+    return other
+
+
+def _cell(point: Any, cosine: float) -> str:
+    return f"R {point.recall:.3f} P {point.precision:.3f} ({point.wrong}) {verdict(point.precision, cosine)}"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    parser.add_argument("--shared", default=None, help="folder with the public sets")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    shared = Path(args.shared) if args.shared else ROOT.parent / "shared" / "data"
+    if not (shared / "banking77.jsonl").exists():
+        print(f"public sets not found in {shared}: nothing to measure")
+        return
+    embedder = resolve_embedder(None)
+    sets = pair_sets(shared)
+    warm, queries = banking(shared)
+    texts = [t for pairs in sets.values() for a, b, _ in pairs for t in (a, b)]
+    texts += [t for t, _ in warm + queries] + banking_texts(shared)
+    texts += [
+        t
+        for f in (ROOT / "data" / "written").glob("*.jsonl")
+        for r in _jsonl(f)
+        for t in (r["a"], r["b"])
+    ]
+    texts += [
+        t
+        for p in tuning.load_pairs(ROOT / "data/pairs/pairs.jsonl", split="train")
+        for t in (p.a, p.b)
+    ]
+    texts += [
+        t for p in tuning.load_pairs(shared / "stsb.jsonl", split="train") for t in (p.a, p.b)
+    ]
+    cache_dir = str(Path(tempfile.gettempdir()) / "semcache-bench-vectors")
+    vectors = tuning.embed_texts(texts, embedder, cache_dir=cache_dir)
+    sources = training_sources(shared, vectors)
+    rules = default_verifier()
+    models = {left: fit_without(sources, vectors, left) for left in [None, *sources]}
+    shipped = Chain([rules, LearnedVerifier()])
+
+    def loso(left: str | None) -> Verifier:
+        return Chain([rules, LearnedVerifier(models[left])])
+
+    t = args.threshold
+    lines = [
+        "# The learned stage, trained leaving the scored source out",
+        "",
+        f"`python benchmarks/learned_sources.py`, {datetime.date.today()}, threshold {t}, "
+        f"embedder {embedder.name} ({getattr(embedder, 'backend', 'torch')}).",
+        "",
+        *describe(["numpy", "onnxruntime"]),
+        "",
+        "Training rows (pairs at similarity >= 0.75 the rules accept are what the model sees): "
+        + ", ".join(f"{name} {len(rows):,}" for name, rows in sources.items())
+        + ".",
+        "",
+        "Each cell: recall (or hit rate), precision (wrong) at the threshold, then the gap to cosine",
+        "alone's precision at the same recall (cosine swept in the same run).",
+        "",
+        "| setting | " + " | ".join(["Banking77 stream (+ answer agreement)", *sets]) + " |",
+        "|---|" + "---|" * (len(sets) + 1),
+    ]
+    curve = cosine_curve(warm, queries, vectors)
+    sims = {
+        name: np.array([float(vectors[a] @ vectors[b]) for a, b, _ in pairs])
+        for name, pairs in sets.items()
+    }
+    settings: list[tuple[str, Any]] = [
+        ("rules (default)", lambda _source: rules),
+        ("rules + learned, shipped (trained on data/pairs only)", lambda _source: shipped),
+        ("rules + learned, trained without the scored source", lambda left: loso(left)),
+    ]
+    for name, make in settings:
+        verifier = make("Banking77 (train)")
+        point = stream(
+            warm, queries, vectors, t, _decide(verifier), margin=DEFAULT_MARGIN,
+            instance=_instance(verifier),
+        )  # fmt: skip
+        cells = [_cell(point, curve_at(curve, point.recall))]
+        for set_name, pairs in sets.items():
+            verifier = make(LEAVES_OUT[set_name])
+            point = pair_point(pairs, sims[set_name], t, _decide(verifier))
+            cells.append(_cell(point, cosine_at(pairs, sims[set_name], point.recall)))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "min_probability chosen by each fit: "
+        + ", ".join(
+            f"without {left or 'nothing'} {model['min_probability']:g}"
+            for left, model in models.items()
+        )
+        + ".",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_write:
+        RESULTS.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
