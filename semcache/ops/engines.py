@@ -111,6 +111,9 @@ def import_postgres(
                     "ORDER BY key"
                 ).fetchall()
             added, n_thresholds, n_instructor = store.add_rows(entries, thresholds, instructor_rows)
+            dimension = copy.settings().get("embedder_dimension")
+            if dimension:  # recorded by the import (the database may not know it yet)
+                store.check_settings({"embedder_dimension": dimension})
             exact_only = {
                 int(row[0])
                 for row in conn.execute("SELECT id FROM entries WHERE embedding IS NULL")
