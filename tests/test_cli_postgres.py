@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from semcache.storage.postgres import PostgresStore
 from .corpus import MODEL, Ticket, msgs, open_copy
 from .pgserver import admin, dsn_for, private_schema, require_server
 
+REPO = Path(__file__).resolve().parents[1]
 SECRET = "pw-Cli-Secret-9137"  # trust auth ignores it; libpq still carries it in the URL
 
 
@@ -222,3 +226,25 @@ def test_a_schema_without_a_cache_is_one_line_and_stays_empty(schema: str, tmp_p
             "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (schema,)
         ).fetchone()
     assert tables == (0,)
+
+
+def test_commands_on_a_dsn_that_do_not_embed_never_import_torch(pg_db: str, tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        from semcache.cli import main
+        db, folder = sys.argv[1:3]
+        for args in (["stats", db], ["ls", db], ["check", db], ["log", db], ["vacuum", db],
+                     ["prune", db, "--never-hit", "--dry-run"], ["tune", db, "--from-traffic"],
+                     ["export", db, folder]):
+            code = main(args, standalone_mode=False)
+            assert code in (None, 0), (args, code)
+            heavy = {"torch", "sentence_transformers", "transformers"} & set(sys.modules)
+            assert not heavy, (args, heavy)
+        print("torch-free")
+        """
+    )
+    argv = [sys.executable, "-c", script, pg_db, str(tmp_path / "out")]
+    out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("torch-free") and SECRET not in out.stdout + out.stderr
