@@ -112,10 +112,10 @@ def stats(store: Rows) -> dict[str, Any]:
     exact, semantic = counters.get("exact_hits", 0), counters.get("semantic_hits", 0)
     misses = counters.get("misses", 0)
     lookups = exact + semantic + misses
-    where = {"file": store.location} if store.dialect == "sqlite" else {"database": store.location}
+    kind = "file" if store.dialect == "sqlite" else "database"
     numbers: dict[str, Any] = {
-        **where,  # a database URL with its password replaced by ***
-        f"{next(iter(where))}_bytes": store.table_bytes(),
+        kind: store.location,  # a database URL with its password replaced by ***
+        f"{kind}_bytes": store.table_bytes(),
         "format_version": settings.get("format_version"),
         "embedder_name": settings.get("embedder_name"),
         "embedder_dimension": settings.get("embedder_dimension"),
