@@ -248,3 +248,18 @@ def test_commands_on_a_dsn_that_do_not_embed_never_import_torch(pg_db: str, tmp_
     out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("torch-free") and SECRET not in out.stdout + out.stderr
+
+
+def test_maintenance_sql_keeps_quoted_text_and_escapes_percent(schema: str) -> None:
+    import psycopg
+
+    from semcache.storage.postgres.qmark import QmarkConnection, translate
+
+    sql = "SELECT '?', \"a?\" FROM t WHERE x = ? AND y LIKE '50%' AND z % 2 = ?"
+    assert translate(sql) == (
+        "SELECT '?', \"a?\" FROM t WHERE x = %s AND y LIKE '50%%' AND z %% 2 = %s"
+    )
+    with psycopg.connect(dsn_for(schema), autocommit=True) as conn:
+        run_sql = QmarkConnection(conn).execute
+        assert run_sql("SELECT '50%' || ?, '?', 7 % ?", ["x", 3]).fetchone() == ("50%x", "?", 1)
+        assert run_sql("SELECT '50%', 7 % 3").fetchone() == ("50%", 1)  # no parameters: as is
