@@ -1,6 +1,10 @@
 """Run the ticket-extraction stream through semcache and report what the cache did.
 
     python demo/run.py [--db PATH] [--limit N] [--latency SECONDS] [--threshold X] [--keep]
+    python demo/run.py --store postgresql://user@host/db --workers 2
+
+``--store`` (or ``--db``) is a cache file or a PostgreSQL URL; ``--workers N`` sends the stream
+through N processes sharing that cache, as app servers of a fleet would (``demo/fleet.py``).
 
 Without OPENAI_API_KEY the requests go to the local stub provider (offline, answers from the data
 file, simulated latency). With it they go to the real OpenAI API; the data file's answers are
@@ -47,6 +51,8 @@ from demo.app import (
 from demo.report import DemoReport, Outcome, format_report, summarize
 from demo.stub_provider import StubProvider
 from semcache import DEFAULT_THRESHOLD, SemanticCache, cache_hit
+from semcache.storage import open_location
+from semcache.storage.location import is_postgres, redact
 
 DEFAULT_DB = REPO_ROOT / ".semcache-demo" / "demo.db"
 DEFAULT_LATENCY_S = 0.35
@@ -109,7 +115,7 @@ def _warm_up(cache: SemanticCache) -> None:
 
 
 def run_demo(
-    db_path: Path = DEFAULT_DB,
+    db_path: Path | str = DEFAULT_DB,
     *,
     limit: int | None = None,
     latency_s: float = DEFAULT_LATENCY_S,
@@ -117,36 +123,61 @@ def run_demo(
     fresh: bool = True,
     progress: bool = True,
     data_path: Path = DATA_PATH,
+    workers: int = 1,
+    report_path: Path | None = None,
 ) -> DemoReport:
     """Run the stream (or its first ``limit`` requests) and return the report.
 
-    Also writes the report as JSON next to the database, for tests and for comparing runs.
+    ``db_path`` is a cache file or a ``postgresql://`` URL; ``workers`` > 1 runs the stream
+    through that many processes sharing the cache. Also writes the report as JSON (next to a
+    cache file, or to ``.semcache-demo/report.json`` for a database; ``report_path`` overrides),
+    for tests and for comparing runs.
     """
     requests = load_stream(data_path)[:limit]
     use_openai = bool(os.environ.get("OPENAI_API_KEY"))
-    db_path = Path(db_path)
-    if fresh and db_path.parent.exists():
-        # The database and its SQLite side files (-wal, -shm); nothing else in the folder.
-        for stale in db_path.parent.glob(db_path.name + "*"):
-            stale.unlink()
-    db_path.parent.mkdir(parents=True, exist_ok=True)
+    if is_postgres(db_path):
+        store: Path | str = str(db_path)
+        _require_empty(store, fresh)
+        report_path = report_path or DEFAULT_DB.parent / "report.json"
+    else:
+        db_path = store = Path(db_path)
+        if fresh and db_path.parent.exists():
+            # The database and its SQLite side files (-wal, -shm); nothing else in the folder.
+            for stale in db_path.parent.glob(db_path.name + "*"):
+                stale.unlink()
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path = report_path or db_path.parent / "report.json"
 
     outcomes: list[Outcome] = []
-    cache = SemanticCache(db_path, threshold=threshold)
-    try:
-        _warm_up(cache)
-        with provider(answers_by_text(requests), latency_s, use_openai) as (openai_client, stub):
-            client = cache.wrap(instructor.from_openai(openai_client))
-            started = time.perf_counter()
-            bar = tqdm(requests, desc="tickets", unit="req", disable=not progress, leave=False)
-            with bar if progress else nullcontext(bar):
-                for request in bar:
-                    outcomes.append(ask(client, request))
-                    bar.set_postfix(_postfix(outcomes), refresh=False)
-            wall_time_s = time.perf_counter() - started
-        stats = cache.stats()
-    finally:
-        cache.close()
+    if workers > 1:
+        from demo.fleet import run_workers
+
+        with provider(answers_by_text(requests), latency_s, use_openai) as (_, stub):
+            outcomes, wall_time_s = run_workers(
+                str(store), requests, workers, threshold=threshold, data_path=data_path,
+                base_url=None if stub is None else stub.base_url,
+            )  # fmt: skip
+        with SemanticCache(store, threshold=threshold) as totals:  # no model loads for this
+            stats = totals.stats()
+    else:
+        cache = SemanticCache(store, threshold=threshold)
+        try:
+            _warm_up(cache)
+            with provider(answers_by_text(requests), latency_s, use_openai) as (
+                openai_client,
+                stub,
+            ):
+                client = cache.wrap(instructor.from_openai(openai_client))
+                started = time.perf_counter()
+                bar = tqdm(requests, desc="tickets", unit="req", disable=not progress, leave=False)
+                with bar if progress else nullcontext(bar):
+                    for request in bar:
+                        outcomes.append(ask(client, request))
+                        bar.set_postfix(_postfix(outcomes), refresh=False)
+                wall_time_s = time.perf_counter() - started
+            stats = cache.stats()
+        finally:
+            cache.close()
 
     report = summarize(
         outcomes,
@@ -157,9 +188,23 @@ def run_demo(
         server_calls=None if stub is None else stub.calls,
         cache_stats=dataclasses.asdict(stats),
     )
-    report_path = db_path.parent / "report.json"
+    report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def _require_empty(dsn: str, fresh: bool) -> None:
+    """A fresh run on a database needs an empty cache: the demo never deletes rows there."""
+    store = open_location(dsn)
+    try:
+        held = store.count()
+    finally:
+        store.close()
+    if fresh and held:
+        raise ValueError(
+            f"{redact(dsn)} already holds a cache of {held} entries: point --store at an empty "
+            "schema (?options=-csearch_path%3D<schema>), or pass --keep to add to it"
+        )
 
 
 def _postfix(outcomes: list[Outcome]) -> dict[str, int]:
@@ -171,7 +216,19 @@ def _postfix(outcomes: list[Outcome]) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the demo, print the report."""
     parser = argparse.ArgumentParser(description="semcache demo: support-ticket extraction")
-    parser.add_argument("--db", type=Path, default=DEFAULT_DB, help="cache file (SQLite)")
+    parser.add_argument(
+        "--db",
+        "--store",
+        dest="db",
+        default=str(DEFAULT_DB),
+        help="cache file (SQLite), or a postgresql:// URL",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the cache, as the app servers of a fleet (default 1)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="only the first N requests")
     parser.add_argument(
         "--latency",
@@ -202,10 +259,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
-    report = run_demo(args.db, limit=args.limit, latency_s=args.latency,
-                      threshold=args.threshold, fresh=args.fresh)  # fmt: skip
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    try:
+        report = run_demo(args.db, limit=args.limit, latency_s=args.latency,
+                          threshold=args.threshold, fresh=args.fresh,
+                          workers=args.workers)  # fmt: skip
+    except ValueError as exc:
+        parser.error(str(exc))
     print(format_report(report))
-    print(f"\nreport written to {Path(args.db).parent / 'report.json'}")
+    if args.workers > 1:
+        print(f"\n{args.workers} worker processes shared the cache at {redact(args.db)}")
+    folder = DEFAULT_DB.parent if is_postgres(args.db) else Path(args.db).parent
+    print(f"\nreport written to {folder / 'report.json'}")
     return 0
 
 

@@ -10,6 +10,7 @@ Importing semcache never imports torch or FAISS: they load on the first semantic
 from semcache.cache import DEFAULT_THRESHOLD, SemanticCache, cache_hit
 from semcache.embedding import Embedder, SentenceTransformerEmbedder
 from semcache.errors import (
+    CacheNotFoundError,
     ConfigMismatchError,
     EmbedderError,
     EntryNotFoundError,
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_THRESHOLD",
     "CacheHit",
+    "CacheNotFoundError",
     "CacheStats",
     "ConfigMismatchError",
     "Embedder",

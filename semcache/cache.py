@@ -432,14 +432,16 @@ class SemanticCache:
 
     @property
     def db(self) -> SQLiteStore:
-        """The underlying SQLite file, for maintenance code (export, CLI) that works on rows.
+        """The underlying SQLite file, for code that reads a cache file's rows directly.
 
-        A cache on PostgreSQL has no file: maintenance on it raises ``UsageError`` (not yet
-        supported there, except ``export`` and ``import_export``)."""
+        A cache on PostgreSQL has no file: this raises ``UsageError`` there. Maintenance
+        (``semcache.ops``, the command line) and instructor's ``cache=`` adapter take the store
+        of either engine (``semcache.storage.open_existing``, ``SQLiteCache(cache)``)."""
         if not isinstance(self._store, SQLiteStore):
             raise UsageError(
-                "the command line, check and instructor's cache= adapter work on SQLite caches "
-                f"(export and import work on both); this cache is stored in {self._store!r}"
+                "cache.db is the SQLite file of a file cache; this cache is stored in "
+                f"{self._store!r}: maintenance takes its store (semcache.storage.open_existing "
+                "or the command line, which accept a postgresql:// URL)"
             )
         return self._store
 

@@ -27,6 +27,11 @@ class StoreError(SemcacheError, RuntimeError):
     """The store cannot be opened or read (damaged file, not a database, I/O error, SQL error)."""
 
 
+class CacheNotFoundError(StoreError, FileNotFoundError):
+    """No cache where one was expected: a missing file, or a database schema without semcache's
+    tables (maintenance opens existing caches only, never creates an empty one)."""
+
+
 class LockTimeoutError(StoreError, TimeoutError):
     """Another writer held the database lock for longer than the configured wait."""
 

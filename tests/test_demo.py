@@ -137,3 +137,28 @@ def test_demo_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
     written = json.loads((db.parent / "report.json").read_text(encoding="utf-8"))
     assert written == json.loads(json.dumps(report.to_json()))
+
+
+def test_demo_with_two_workers_sharing_a_postgresql_cache(
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python demo/run.py --store postgresql://... --workers 2`, on a private schema."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    limit = 40
+    report_path = tmp_path / "report.json"
+    report = run_demo(pg_dsn, limit=limit, latency_s=0.0, progress=False, workers=2,
+                      report_path=report_path)  # fmt: skip
+    hits = report.hits["exact"] + report.hits["semantic"]
+    assert report.requests == limit and report.errors == 0 and hits > 0
+    assert report.requests == report.provider_calls + hits
+    assert report.provider_calls == report.misses == report.provider_calls_seen_by_server
+    assert report.wrong_hits_by_kind["repeat"] == 0 and report.provider_answers_differing == 0
+    stats = report.cache_stats  # the database's totals: both workers' counters
+    assert stats["exact_hits"] == report.hits["exact"]
+    assert stats["semantic_hits"] == report.hits["semantic"]
+    assert stats["misses"] == report.misses
+    # Two workers may both miss on one text before either stored it: one entry, two calls.
+    assert 0 < stats["entries"] <= report.provider_calls
+    assert json.loads(report_path.read_text()) == json.loads(json.dumps(report.to_json()))
+    with pytest.raises(ValueError, match="already holds a cache"):  # fresh never deletes rows
+        run_demo(pg_dsn, limit=2, latency_s=0.0, progress=False, workers=2, report_path=report_path)

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from semcache import SemanticCache, UsageError
 from semcache.cli import main
+from semcache.errors import StoreUnavailableError
 from semcache.integrations.instructor_cache import SQLiteCache
 from semcache.storage import SCHEMES, open_store
 
@@ -65,19 +66,21 @@ def test_the_cli_names_the_supported_schemes(
 @pytest.mark.parametrize(
     "url", ["postgresql://u:pw-XYZ@127.0.0.1:1/db", "postgres://u:pw-XYZ@h/db"]
 )
-def test_sqlite_only_tools_refuse_a_postgresql_url_without_echoing_its_password(
+def test_tools_given_a_postgresql_url_never_echo_its_password_nor_create_files(
     url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SemanticCache stores in PostgreSQL (tests/test_postgres_cache.py); the CLI, instructor's
-    cache= adapter and open_store work on SQLite files so far, and say so."""
+    """open_store opens SQLite files only, and says so; instructor's cache= adapter and the CLI
+    take the URL (tests/test_cli_postgres.py), and here reach no server: one line, no password."""
     monkeypatch.chdir(tmp_path)
-    for make in (open_store, SQLiteCache):
-        with pytest.raises(UsageError, match="sqlite://") as caught:
-            make(url)
-        assert "pw-XYZ" not in str(caught.value) and "***" in str(caught.value)
+    with pytest.raises(UsageError, match="sqlite://") as caught:
+        open_store(url)
+    assert "pw-XYZ" not in str(caught.value) and "***" in str(caught.value)
+    with pytest.raises(StoreUnavailableError, match="unreachable") as down:
+        SQLiteCache(url)
+    assert "pw-XYZ" not in str(down.value) and "***" in str(down.value)
     result = CliRunner().invoke(main, ["stats", url])
-    assert result.exit_code == 1 and "SemanticCache stores in PostgreSQL" in result.output
-    assert "pw-XYZ" not in result.output
+    assert result.exit_code == 1 and "unreachable" in result.output
+    assert "pw-XYZ" not in result.output and len(result.output.strip().splitlines()) == 1
     assert _tree(tmp_path) == []
 
 

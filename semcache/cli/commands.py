@@ -3,17 +3,20 @@
 ``admin`` (stats, ls, show, query, prune, vacuum), ``check``, ``audit_log`` (log), ``export``,
 ``importer``, ``tuning`` and ``traffic`` (tune); ``semcache.cli.output`` prints what they return.
 
-Each command opens the cache file, calls one library function and formats what it returns, so
-everything the CLI does is also a function call away. Library errors (``SemcacheError``) and
-environment errors (``OSError``) become one-line messages with exit code 1; a traceback means a bug.
-Only ``query``, and ``import`` when it must re-embed, load the embedding model: the other commands
-read SQLite alone and import neither torch nor instructor, which keeps them fast to start.
+Each command opens the cache (a SQLite file, or a ``postgresql://`` URL: every command works on
+both), calls one library function and formats what it returns, so everything the CLI does is also
+a function call away. Library errors (``SemcacheError``) and environment errors (``OSError``)
+become one-line messages with exit code 1, a URL's password replaced by ``***``; a traceback means
+a bug. Only ``query``, and ``import`` when it must re-embed, load the embedding model: the other
+commands read the store alone and import neither torch nor instructor, which keeps them fast to
+start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,24 +24,42 @@ from typing import Any, TypeVar
 import click
 
 from semcache.cli.output import emit, iso, output_options, rounded, short_ids
-from semcache.errors import SemcacheError, UsageError
+from semcache.errors import CacheNotFoundError, SemcacheError, UsageError
 from semcache.ops import admin, audit_log, traffic
 from semcache.ops.check import check as check_file
 from semcache.pipeline import DEFAULT_THRESHOLD
-from semcache.storage import SQLiteStore, open_store
-from semcache.storage.location import sqlite_target
+from semcache.storage import Rows, open_existing
+from semcache.storage.location import is_postgres, redact
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Seconds one statement of a command may run on PostgreSQL (a check or prune of a large cache
+# reads every row); the connection itself still gives up after its 3 s connect timeout.
+STATEMENT_BUDGET = 600.0
+
+
+class _QuietOutages(logging.Filter):
+    """The storage layer warns once per outage for long-running apps; a command reports a server
+    it cannot reach as its one-line error instead of a second, differently worded warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("semcache: PostgreSQL at ")
 
 
 class _Group(click.Group):
     """Turns library and I/O errors into one-line ``click.ClickException``s (exit code 1)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        quiet = _QuietOutages()
+        logger = logging.getLogger("semcache")
+        logger.addFilter(quiet)
         try:
             return super().invoke(ctx)
         except (SemcacheError, OSError) as exc:
-            raise click.ClickException(str(exc)) from exc
+            # libpq may quote a connection string: no message leaves with its password.
+            raise click.ClickException(redact(" ".join(str(exc).split()))) from exc
+        finally:
+            logger.removeFilter(quiet)
 
 
 class _Duration(click.ParamType):  # type: ignore[type-arg,unused-ignore]
@@ -76,7 +97,9 @@ def filter_options(func: F) -> F:
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="semcache", prog_name="semcache")
 def main() -> None:
-    """Inspect, move and repair semcache files (also runs as `python -m semcache`).
+    """Inspect, move and repair semcache caches (also runs as `python -m semcache`).
+
+    DB is a cache file or a postgresql:// URL (README, "Running a fleet").
 
     Example: semcache stats cache.db
     """
@@ -88,9 +111,11 @@ def main() -> None:
 def stats(db: str, fmt: str) -> None:
     """Entries, scopes, hits per tier, misses, tokens avoided, per-scope thresholds, the
     instructor cache= table, once shadow checks ran, the precision per scope, and the latest
-    threshold changes (who, old, new, on how many labels); SQLite alone.
+    threshold changes (who, old, new, on how many labels); the store alone, no model.
 
     Example: semcache stats cache.db
+
+    Example: semcache stats postgresql://semcache_app@db.internal/app
     """
     with _store(db) as store:
         numbers = admin.stats(store)
@@ -189,14 +214,14 @@ def query(
 
     Example: semcache query cache.db "where is my parcel" --schema Ticket --threshold 0.9
     """
-    from semcache.cache import SemanticCache
+    from semcache.embedding.resolve import resolve_embedder
 
-    _must_exist(db)
-    name = embedder or _recorded_embedder(db)
-    with SemanticCache(db, embedder=_embedder_arg(name)) as cache:
+    with _store(db) as store:
+        model = resolve_embedder(_embedder_arg(embedder or store.settings().get("embedder_name")))
+        store.check_settings({"embedder_name": model.name})  # vectors of one model only
         flt = admin.EntryFilter(**filters)
-        scopes = admin.scopes(cache.db, flt)
-        found = admin.nearest(cache.db, cache.embedder, text, threshold=threshold, flt=flt, k=k)
+        scopes = admin.scopes(store, flt)
+        found = admin.nearest(store, model, text, threshold=threshold, flt=flt, k=k)
     results = [n.__dict__ for n in found]
     if fmt == "json":
         emit({"text": text, "threshold": threshold, "scopes": scopes, "results": results}, fmt)
@@ -256,10 +281,10 @@ def export_command(db: str, folder: str, overwrite: bool, fmt: str) -> None:
 
     Example: semcache export cache.db cache-export/
     """
-    from semcache.ops.export import export
+    from semcache.ops.engines import export_store
 
     with _store(db) as store:
-        report = export(store, folder, overwrite=overwrite, progress=None)
+        report = export_store(store, folder, overwrite=overwrite, progress=None)
     emit({**report.__dict__, "folder": str(report.folder)}, fmt)
 
 
@@ -273,7 +298,8 @@ def export_command(db: str, folder: str, overwrite: bool, fmt: str) -> None:
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Texts per re-embed.")
 @output_options
 def import_command(db: str, folder: str, embedder: str | None, fmt: str, **options: Any) -> None:
-    """Merge an export into DB (created if missing); entries already in DB are skipped.
+    """Merge an export into DB (a file or a PostgreSQL schema, created if missing); entries
+    already in DB are skipped.
 
     Checksums are verified first; the merge is one transaction. Prompts are re-embedded only when
     DB's embedding model differs from the export's.
@@ -281,11 +307,10 @@ def import_command(db: str, folder: str, embedder: str | None, fmt: str, **optio
     Example: semcache import cache-export/ other.db --namespace support
     """
     from semcache.cache import SemanticCache
-    from semcache.ops.importer import import_export
 
     name = embedder or _recorded_embedder(db) or _manifest_embedder(folder)
-    with SemanticCache(db, embedder=_embedder_arg(name)) as cache:
-        report = import_export(folder, cache, progress=None, **options)
+    with SemanticCache(db, embedder=_embedder_arg(name), busy_timeout=_budget(db)) as cache:
+        report = cache.import_export(folder, progress=None, **options)
     emit({k: v for k, v in report.__dict__.items() if k != "id_map"}, fmt)
 
 
@@ -338,7 +363,8 @@ def prune(db: str, invalid_for: str | None, dry_run: bool, fmt: str, **filters: 
 @click.argument("db")
 @output_options
 def vacuum(db: str, fmt: str) -> None:
-    """Give the space of deleted entries back to the file system.
+    """Give the space of deleted entries back to the file system (on PostgreSQL: a plain VACUUM
+    of the cache's tables, which makes the space reusable without locking the nodes out).
 
     Example: semcache vacuum cache.db
     """
@@ -347,7 +373,7 @@ def vacuum(db: str, fmt: str) -> None:
 
 
 @main.command()
-@click.argument("source", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
+@click.argument("source", metavar="FILE")
 @click.option("--no-verify", is_flag=True, help="Measure cosine alone, without the verifier.")
 @click.option("--split", default=None, help="Only pairs of this split (e.g. test).")
 @click.option("--from-traffic", is_flag=True, help="FILE is a cache: calibrate on its live labels.")
@@ -368,10 +394,10 @@ def tune(
     """Sweep thresholds over a labeled file: precision, recall, false-hit rate, F1 and hit rate
     per threshold, with hits checked by the default verifier as in the cache.
 
-    With --from-traffic, FILE is a cache file: each scope's precision against the threshold from
-    its live labels (near misses, shadow checks, mark_wrong), then the threshold calibration would
-    set (the lowest whose 95% lower bound reaches --target); --apply writes them, logged. SQLite
-    alone, no model.
+    With --from-traffic, FILE is a cache (a file or a postgresql:// URL): each scope's precision
+    against the threshold from its live labels (near misses, shadow checks, mark_wrong), then the
+    threshold calibration would set (the lowest whose 95% lower bound reaches --target); --apply
+    writes them, logged. The store alone, no model.
 
     Example: semcache tune data/pairs/pairs.jsonl --split test
 
@@ -382,6 +408,8 @@ def tune(
         return
     if apply:
         raise UsageError("--apply writes thresholds into a cache: use it with --from-traffic")
+    if not Path(source).is_file():
+        raise UsageError(f"{redact(source)}: no such file of labeled pairs")
     from semcache.ops import tuning  # imported here: it embeds, so it loads the model
 
     rows = tuning.sweep_file(source, verifier=None if no_verify else "default", split=split)
@@ -429,32 +457,32 @@ def _change_row(change: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
-# -- opening files -----------------------------------------------------------------------------
+# -- opening caches ----------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def _store(db: str) -> Iterator[SQLiteStore]:
-    """The store of an existing file (opening it creates the views for sqlite3/Datasette users)."""
-    _must_exist(db)
-    store = open_store(db)
+def _store(db: str) -> Iterator[Rows]:
+    """The store of an existing cache: a file (opening it creates the views for sqlite3/Datasette
+    users) or a PostgreSQL schema holding one; never an empty new cache reporting zeros."""
+    store = open_existing(db, busy_timeout=_budget(db))
     try:
         yield store
     finally:
         store.close()
 
 
-def _must_exist(db: str) -> None:
-    # Opening a store creates missing files; a typo must not produce an empty cache reporting zeros.
-    # A URL of an engine semcache lacks is a UsageError naming the ones it has.
-    if not Path(sqlite_target(db)).is_file():
-        raise click.ClickException(f"{db}: no such cache file")
+def _budget(db: str) -> float:
+    """How long a statement may run on PostgreSQL; on SQLite, how long to wait for a lock."""
+    return STATEMENT_BUDGET if is_postgres(db) else 5.0
 
 
 def _recorded_embedder(db: str) -> str | None:
-    if not Path(db).is_file():
+    """The embedding model DB was created with; None when DB holds no cache yet."""
+    try:
+        with _store(db) as store:
+            return store.settings().get("embedder_name")
+    except CacheNotFoundError:
         return None
-    with _store(db) as store:
-        return store.settings().get("embedder_name")
 
 
 def _manifest_embedder(folder: str) -> str | None:

@@ -1,4 +1,4 @@
-"""A drop-in for instructor's own ``cache=`` parameter, on semcache's SQLite file.
+"""A drop-in for instructor's own ``cache=`` parameter, on semcache's SQLite file or PostgreSQL.
 
 instructor's cache protocol (``instructor.cache.BaseCache``: ``get(key)``, ``set(key, value, ttl)``)
 only ever sees an opaque SHA-256 of the prepared request, so whatever sits behind it can only be an
@@ -11,7 +11,8 @@ exact cache. What instructor ships for it falls short in ways this module fixes:
   an expired entry is never returned, and expired rows are deleted when they are met and on every
   write.
 * Reads and writes go through the store's ``transaction()`` (``BEGIN IMMEDIATE`` on a WAL file), so
-  threads and processes can share one file.
+  threads and processes can share one file; on a ``postgresql://`` cache, every app server of a
+  fleet shares the table (the SQL is written once for both engines: ``semcache.storage.base.Rows``).
 
 Rows live in their own table, ``instructor_cache``, beside the semantic cache's ``entries``: the
 key is instructor's hash (it covers a hash of the client's API key and base URL, never the key
@@ -28,13 +29,14 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from instructor.cache import BaseCache
 
 from semcache.errors import SemcacheError, UsageError
 from semcache.pipeline import Front
-from semcache.storage import SQLiteStore, open_store
+from semcache.storage import open_location
+from semcache.storage.base import Rows
 from semcache.storage.instructor_table import (
     BUMP_COUNTER,
     HITS_COUNTER,
@@ -49,12 +51,13 @@ logger = logging.getLogger("semcache")
 
 
 class SQLiteCache(BaseCache):
-    """instructor's ``cache=`` backend on a semcache SQLite file: persistent, JSON only, TTL-aware.
+    """instructor's ``cache=`` backend on a semcache cache: persistent, JSON only, TTL-aware.
 
-    ``target`` is a path (the file is created if missing and closed by ``close()``), an open
-    ``Store``, or a ``SemanticCache`` whose file to share (both stay owned by the caller)::
+    ``target`` is a path (the file is created if missing and closed by ``close()``), a
+    ``postgresql://`` URL (the database a fleet shares; ``close()`` closes its connections), an
+    open ``Store``, or a ``SemanticCache`` whose storage to share (both stay owned by the caller)::
 
-        cache = SQLiteCache("cache.db")
+        cache = SQLiteCache("cache.db")     # or SQLiteCache("postgresql://app@db/cache")
         client = instructor.from_openai(OpenAI(), cache=cache)
         client.create(..., cache_namespace="support-bot", cache_ttl=3600)
 
@@ -69,28 +72,30 @@ class SQLiteCache(BaseCache):
 
     def __init__(
         self,
-        target: str | os.PathLike[str] | SQLiteStore | Front,
+        target: str | os.PathLike[str] | Rows | Front,
         *,
         busy_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock
         self._owned = False
-        store = getattr(target, "db", target)
-        if isinstance(store, SQLiteStore):
-            self._store = store
-        elif isinstance(target, (str, os.PathLike)):
-            self._store = open_store(target, busy_timeout=busy_timeout)
+        pipeline = getattr(target, "pipeline", None)
+        store = target if pipeline is None else getattr(pipeline, "store", None)
+        if isinstance(target, (str, os.PathLike)):
+            self._store: Rows = cast(Rows, open_location(target, busy_timeout=busy_timeout))
             self._owned = True
+        elif getattr(store, "dialect", None) in ("sqlite", "postgresql"):
+            self._store = cast(Rows, store)
         else:
             raise UsageError(
-                "SQLiteCache takes a path, a semcache Store or a SemanticCache, "
-                f"not a {type(target).__name__}"
+                "SQLiteCache takes a path, a postgresql:// URL, a semcache Store or a "
+                f"SemanticCache, not a {type(target).__name__}"
             )
         try:
-            with self._store.transaction() as conn:
-                for statement in SCHEMA:
-                    conn.execute(statement)
+            if self._store.dialect == "sqlite":  # PostgreSQL has it from a schema migration
+                with self._store.transaction() as conn:
+                    for statement in SCHEMA:
+                        conn.execute(statement)
         except BaseException:
             self.close()
             raise
@@ -165,7 +170,7 @@ class SQLiteCache(BaseCache):
     def delete(self, key: str) -> bool:
         """Remove ``key``; True when it was there."""
         with self._store.transaction() as conn:
-            return conn.execute(f"DELETE FROM {TABLE} WHERE key = ?", (key,)).rowcount > 0
+            return int(conn.execute(f"DELETE FROM {TABLE} WHERE key = ?", (key,)).rowcount) > 0
 
     def clear(self) -> int:
         """Remove every entry of this table (the semantic cache's entries are untouched)."""
@@ -189,20 +194,19 @@ class SQLiteCache(BaseCache):
         return self.stats().entries
 
     def __contains__(self, key: object) -> bool:
-        row = (
-            self._store.connection()
-            .execute(f"SELECT expires_at FROM {TABLE} WHERE key = ?", (key,))
-            .fetchone()
-        )
+        if not isinstance(key, str):
+            return False
+        with self._store.reading() as conn:
+            row = conn.execute(f"SELECT expires_at FROM {TABLE} WHERE key = ?", (key,)).fetchone()
         return row is not None and (row[0] is None or row[0] > self._clock())
 
     @property
-    def db(self) -> SQLiteStore:
+    def db(self) -> Rows:
         """The underlying store (shared with a ``SemanticCache`` when built from one)."""
         return self._store
 
     def close(self) -> None:
-        """Close the file if this cache opened it; a borrowed store stays open. Idempotent."""
+        """Close the store if this cache opened it; a borrowed store stays open. Idempotent."""
         if self._owned:
             self._store.close()
 

@@ -1,11 +1,13 @@
-"""Row-level maintenance over a cache file: stats, list, show, prune, vacuum, nearest.
+"""Row-level maintenance over a cache: stats, list, show, prune, vacuum, nearest.
 
-Everything here works on a ``Store`` and never loads the embedding model (except ``nearest``, which
-is handed an embedder), so the CLI commands built on it start without importing torch. Verifying
-and repairing a file is ``semcache.ops.check``; the audit log is ``semcache.ops.audit_log``. Columns are
-read with ``PRAGMA table_info`` where a function carries whole rows, because the ``entries`` table
-grows columns over time (``expires_at``, ...) and maintenance code must not silently drop them.
-All SQL is parameterized; every write goes through ``store.transaction()``.
+Everything here works on a ``Rows`` store (a SQLite file or a PostgreSQL database: the same SQL,
+written once, ``semcache.storage.base.Rows``) and never loads the embedding model (except
+``nearest``, which is handed an embedder), so the CLI commands built on it start without importing
+torch. Verifying and repairing a cache is ``semcache.ops.check``; the audit log is
+``semcache.ops.audit_log``. Columns are read from the catalog where a function carries whole rows,
+because the ``entries`` table grows columns over time (``expires_at``, ...) and maintenance code
+must not silently drop them. All SQL is parameterized; every write goes through
+``store.transaction()``.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from semcache.embedding.base import Embedder
 from semcache.errors import EntryNotFoundError, UsageError
 from semcache.keys import schema_fingerprint
 from semcache.pipeline import DEFAULT_THRESHOLD
+from semcache.storage.base import Rows
 from semcache.storage.instructor_table import instructor_cache_stats
-from semcache.storage.sqlite import SQLiteStore
 
 SORTS = ("recent", "hits", "created", "id")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -57,7 +59,7 @@ class EntryFilter:
         return self == EntryFilter()
 
     def where(self, columns: list[str], now: float | None = None) -> tuple[str, list[Any]]:
-        """A SQL condition and its parameters; ``"1"`` when nothing is filtered."""
+        """A SQL condition and its parameters; ``"true"`` when nothing is filtered."""
         now = time.time() if now is None else now
         parts: list[str] = []
         params: list[Any] = []
@@ -82,7 +84,7 @@ class EntryFilter:
                 raise UsageError("this cache file has no expires_at column, so nothing has a TTL")
             parts.append("expires_at IS NOT NULL AND expires_at <= ?")
             params.append(now)
-        return (" AND ".join(parts) or "1"), params
+        return (" AND ".join(parts) or "true"), params
 
 
 def parse_duration(text: str) -> float:
@@ -93,26 +95,27 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
-def stats(store: SQLiteStore) -> dict[str, Any]:
-    """File-wide numbers from SQLite alone: no model, no index.
+def stats(store: Rows) -> dict[str, Any]:
+    """Cache-wide numbers from the store alone: no model, no index.
 
     Besides the entries and counters: how many scopes have a persisted threshold, the
     ``instructor_cache`` table of ``SQLiteCache`` (zeros when the file never used it), and, once
     shadow checks have run, ``shadow``: per scope, samples and agreements with the provider.
     """
-    conn = store.connection()
-    entries, embedded, scopes, namespaces, oldest, newest = conn.execute(
-        "SELECT count(*), count(embedding), count(DISTINCT scope), count(DISTINCT namespace), "
-        "min(created_at), max(created_at) FROM entries"
-    ).fetchone()
+    with store.reading() as conn:
+        entries, embedded, scopes, namespaces, oldest, newest = conn.execute(
+            "SELECT count(*), count(embedding), count(DISTINCT scope), count(DISTINCT namespace), "
+            "min(created_at), max(created_at) FROM entries"
+        ).fetchone()
     settings = store.settings()
     counters = store.counters()
     exact, semantic = counters.get("exact_hits", 0), counters.get("semantic_hits", 0)
     misses = counters.get("misses", 0)
     lookups = exact + semantic + misses
+    kind = "file" if store.dialect == "sqlite" else "database"
     numbers: dict[str, Any] = {
-        "file": str(store.path) if store.path else ":memory:",
-        "file_bytes": _file_bytes(store),
+        kind: store.location,  # a database URL with its password replaced by ***
+        f"{kind}_bytes": store.table_bytes(),
         "format_version": settings.get("format_version"),
         "embedder_name": settings.get("embedder_name"),
         "embedder_dimension": settings.get("embedder_dimension"),
@@ -141,7 +144,7 @@ def stats(store: SQLiteStore) -> dict[str, Any]:
 
 
 def list_entries(
-    store: SQLiteStore,
+    store: Rows,
     flt: EntryFilter | None = None,
     *,
     sort: str = "recent",
@@ -149,7 +152,8 @@ def list_entries(
 ) -> list[dict[str, Any]]:
     """Entries matching ``flt``: ``recent`` = latest hit or creation first, ``hits`` = most hit."""
     order = {
-        "recent": "max(coalesce(last_hit_at, 0), created_at) DESC, id DESC",
+        "recent": "CASE WHEN last_hit_at > created_at THEN last_hit_at ELSE created_at END DESC, "
+        "id DESC",
         "hits": "hits DESC, id DESC",
         "created": "created_at DESC, id DESC",
         "id": "id",
@@ -165,21 +169,18 @@ def list_entries(
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
-    cursor = store.connection().execute(sql, params)
-    names = [d[0] for d in cursor.description]
-    rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    rows = _dicts(store, sql, params)
     for row in rows:
         row["embedded"] = bool(row["embedded"])
     return rows
 
 
-def get_entry(store: SQLiteStore, entry_id: int) -> dict[str, Any]:
+def get_entry(store: Rows, entry_id: int) -> dict[str, Any]:
     """Every column of one entry; the embedding blob is summarized as its dimension and norm."""
-    cursor = store.connection().execute("SELECT * FROM entries WHERE id = ?", (entry_id,))
-    row = cursor.fetchone()
-    if row is None:
+    found = _dicts(store, "SELECT * FROM entries WHERE id = ?", [entry_id])
+    if not found:
         raise EntryNotFoundError(f"no entry with id {entry_id}")
-    entry = dict(zip([d[0] for d in cursor.description], row, strict=True))
+    entry = found[0]
     blob = entry.get("embedding")
     if isinstance(blob, bytes):
         vector = np.frombuffer(blob[: len(blob) // 4 * 4], dtype="<f4")
@@ -206,7 +207,7 @@ def load_model_class(spec: str) -> type[BaseModel]:
 
 
 def prune(
-    store: SQLiteStore,
+    store: Rows,
     flt: EntryFilter,
     *,
     invalid_for: type[BaseModel] | None = None,
@@ -235,15 +236,27 @@ def prune(
     return ids
 
 
-def vacuum(store: SQLiteStore) -> dict[str, int]:
+def vacuum(store: Rows) -> dict[str, int]:
     """Reclaim the space of deleted entries. VACUUM cannot run inside a transaction, so it is the
-    one write here outside ``store.transaction()``; SQLite makes it atomic on its own."""
-    before = _file_bytes(store)
-    conn = store.connection()
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.execute("VACUUM")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return {"bytes_before": before, "bytes_after": _file_bytes(store)}
+    one write here outside ``store.transaction()``; each engine makes it atomic on its own.
+
+    On SQLite the file is rewritten and shrinks. On PostgreSQL a plain ``VACUUM`` of the cache's
+    tables makes dead rows' space reusable and gives back only empty pages at a table's end: the
+    nodes keep reading and writing meanwhile, whereas ``VACUUM FULL`` would lock them out (run it
+    yourself in a quiet hour if the tables must shrink). Tables the role does not own are skipped.
+    """
+    before = store.table_bytes()
+    with store.reading() as conn:
+        if store.dialect == "sqlite":
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        else:
+            present = set(_column(conn, _PG_TABLES_PRESENT, [list(_PG_TABLES)]))
+            for table in _PG_TABLES:  # fixed names, never text from outside
+                if table in present:
+                    conn.execute(f"VACUUM (ANALYZE) {table}")
+    return {"bytes_before": before, "bytes_after": store.table_bytes()}
 
 
 @dataclass(frozen=True)
@@ -262,21 +275,23 @@ class Neighbour:
     prompt: str | None
 
 
-def scopes(store: SQLiteStore, flt: EntryFilter | None = None) -> list[dict[str, Any]]:
+def scopes(store: Rows, flt: EntryFilter | None = None) -> list[dict[str, Any]]:
     """The scopes holding entries that match ``flt``, with their entry and hit counts."""
     where, params = (flt or EntryFilter()).where(store.columns("entries"))
-    cursor = store.connection().execute(
+    rows = _dicts(
+        store,
         "SELECT scope, namespace, model, schema_name, count(*) AS entries, "
         f"count(embedding) AS embedded, sum(hits) AS hits FROM entries WHERE {where} "
         "GROUP BY scope, namespace, model, schema_name ORDER BY entries DESC, scope",
         params,
     )
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    for row in rows:  # PostgreSQL sums a bigint column to a numeric
+        row["hits"] = None if row["hits"] is None else int(row["hits"])
+    return rows
 
 
 def nearest(
-    store: SQLiteStore,
+    store: Rows,
     embedder: Embedder,
     text: str,
     *,
@@ -313,14 +328,15 @@ def nearest(
         index.add(scope, ids, vectors)
         found += [(s, i, scope) for i, s in index.search(scope, vector, k)]
     found.sort(key=lambda t: (-t[0], t[1]))
-    prompts = dict(
-        store.connection()
-        .execute(
-            f"SELECT id, prompt FROM entries WHERE id IN ({_marks(found[:k])})",
-            [i for _, i, _ in found[:k]],
-        )
-        .fetchall()
-    )
+    prompts: dict[int, str | None] = {}
+    if found:
+        with store.reading() as conn:
+            prompts = dict(
+                conn.execute(
+                    f"SELECT id, prompt FROM entries WHERE id IN ({_marks(found[:k])})",
+                    [i for _, i, _ in found[:k]],
+                ).fetchall()
+            )
     limits = {scope: cutoff(scope, info[scope]["schema_name"]) for _, _, scope in found[:k]}
     return [
         Neighbour(
@@ -353,6 +369,26 @@ def _validates(cls: type[BaseModel], row: tuple[Any, ...]) -> bool:
     return True
 
 
+def _dicts(store: Rows, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    """The rows of a query as dicts keyed by column name."""
+    with store.reading() as conn:
+        cursor = conn.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _column(conn: Any, sql: str, params: list[Any]) -> list[Any]:
+    return [row[0] for row in conn.execute(sql, params).fetchall()]
+
+
+# The PostgreSQL tables ``vacuum`` visits: those whose rows are deleted in bulk.
+_PG_TABLES = ("entries", "feed", "audit", "near_misses", "vetoes", "instructor_cache")
+_PG_TABLES_PRESENT = (
+    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname = ANY(?)"
+)
+
+
 def _delete_ids(conn: Any, ids: list[int]) -> None:
     for chunk in _chunks(ids):
         conn.execute(f"DELETE FROM entries WHERE id IN ({_marks(chunk)})", chunk)
@@ -364,16 +400,3 @@ def _chunks(ids: list[int]) -> list[list[int]]:
 
 def _marks(items: list[Any]) -> str:
     return ",".join("?" * len(items))
-
-
-def _file_bytes(store: SQLiteStore) -> int:
-    """Size of the database and its WAL on disk (pages in use for a memory database)."""
-    if store.path is None:
-        conn = store.connection()
-        return int(
-            conn.execute(
-                "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size"
-            ).fetchone()[0]
-        )
-    paths = (store.path, store.path.with_name(store.path.name + "-wal"))
-    return sum(p.stat().st_size for p in paths if p.exists())

@@ -2,7 +2,8 @@
 
 ``audit`` holds one row per semantic decision of a ``SemanticCache(audit=True)`` (the query, the
 entry it matched, the similarity, the verdict and why, the latency); ``vetoes`` holds every
-candidate a verifier or recorded feedback refused, audit or not. Read-only; SQLite alone.
+candidate a verifier or recorded feedback refused, audit or not. Read-only; the store alone
+(a SQLite file or a PostgreSQL database).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import time
 from typing import Any
 
 from semcache.errors import UsageError
-from semcache.storage.sqlite import SQLiteStore
+from semcache.storage.base import Rows
 
 VERDICTS = ("hit", "veto", "below_threshold")
 
@@ -23,7 +24,7 @@ _VETO_COLUMNS = "id, created_at, scope, entry_id, query, candidate, similarity, 
 
 
 def audit_rows(
-    store: SQLiteStore,
+    store: Rows,
     *,
     verdict: str | None = None,
     since: float | None = None,
@@ -44,7 +45,7 @@ def audit_rows(
 
 
 def veto_rows(
-    store: SQLiteStore,
+    store: Rows,
     *,
     since: float | None = None,
     scope: str | None = None,
@@ -57,7 +58,7 @@ def veto_rows(
 
 
 def _rows(
-    store: SQLiteStore,
+    store: Rows,
     table: str,
     columns: str,
     conditions: list[tuple[str, Any]],
@@ -75,11 +76,12 @@ def _rows(
     if scope:
         where.append("substr(scope, 1, length(?)) = ?")
         params += [scope, scope]
-    sql = f"SELECT {columns} FROM {table} WHERE {' AND '.join(where) or '1'}"
+    sql = f"SELECT {columns} FROM {table} WHERE {' AND '.join(where) or 'true'}"
     sql += " ORDER BY created_at DESC, id DESC"
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
-    cursor = store.connection().execute(sql, params)
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    with store.reading() as conn:
+        cursor = conn.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

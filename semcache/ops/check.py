@@ -1,14 +1,16 @@
-"""``check(store, fix=False)``: verify that a cache file is sound, and repair it on request.
+"""``check(store, fix=False)``: verify that a cache is sound, and repair it on request.
 
-Looks at SQLite's own integrity, the recorded settings, every embedding blob (size, finite, unit
-length), the JSON columns, the scopes, and that the per-scope FAISS indexes derive from SQLite with
-every valid vector. Reads SQLite and builds indexes in memory; never loads the embedding model.
-All repairs run in one ``store.transaction()``.
+Looks at the engine's own integrity (SQLite's integrity check; on PostgreSQL, the entry count the
+change feed keeps), the recorded settings, every embedding blob (size, finite, unit length), the
+JSON columns, the scopes, and that the per-scope FAISS indexes derive from storage with every
+valid vector. Reads the store and builds indexes in memory; never loads the embedding model. All
+repairs run in one ``store.transaction()``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from semcache.index import file_format
+from semcache.storage.base import Rows
 from semcache.storage.schema import FORMAT_VERSION
-from semcache.storage.sqlite import SQLiteStore
 
 _NORM_TOLERANCE = 1e-3  # float32 vectors from a normalizing model are within ~1e-6 of norm 1
 _CHUNK = 500  # ids per UPDATE/DELETE statement, well under SQLite's parameter limit
@@ -45,49 +47,46 @@ class CheckReport:
         return all(f.ok or f.fixed for f in self.findings)
 
 
-# Row checks run in SQL: (name, the rows that fail, the repair applied to them with fix=True).
-_ROW_CHECKS: tuple[tuple[str, str, str | None], ...] = (
-    ("answer JSON", "json_valid(response_json) = 0", "DELETE FROM entries WHERE id IN ({})"),
-    (
-        "completion JSON",
-        "(raw_json IS NOT NULL AND json_valid(raw_json) = 0) "
-        "OR (usage_json IS NOT NULL AND json_valid(usage_json) = 0)",
-        "UPDATE entries SET raw_json = CASE WHEN json_valid(raw_json) THEN raw_json END, "
-        "usage_json = CASE WHEN json_valid(usage_json) THEN usage_json END WHERE id IN ({})",
-    ),
-    (
-        "scopes",  # a scope is a hash of namespace, model and schema among others: never mixed
-        "scope IN (SELECT scope FROM entries GROUP BY scope HAVING count(DISTINCT namespace "
-        "|| '|' || coalesce(model, '') || '|' || schema_name) > 1)",
-        None,
-    ),
+_SCOPES_MIXED = (  # a scope is a hash of namespace, model and schema among others: never mixed
+    "scope IN (SELECT scope FROM entries GROUP BY scope HAVING count(DISTINCT namespace "
+    "|| '|' || coalesce(model, '') || '|' || schema_name) > 1)"
 )
+_DELETE = "DELETE FROM entries WHERE id IN ({})"
 _NULL_EMBEDDINGS = "UPDATE entries SET embedding = NULL WHERE id IN ({})"
+_NULL_RAW = "UPDATE entries SET raw_json = NULL WHERE id IN ({})"
+_NULL_USAGE = "UPDATE entries SET usage_json = NULL WHERE id IN ({})"
 
 
-def check(store: SQLiteStore, fix: bool = False) -> CheckReport:
-    """Verify the file: SQLite integrity, settings, every embedding blob, JSON columns, scopes,
-    and that the per-scope indexes derive from SQLite with every valid vector.
+def check(store: Rows, fix: bool = False) -> CheckReport:
+    """Verify the cache: the engine's own integrity, settings, every embedding blob, JSON
+    columns, scopes, and that the per-scope indexes derive from storage with every valid vector.
 
     With ``fix`` (one transaction): a broken embedding (wrong size, NaN/inf, not unit length) is
     set to NULL, so the entry stays served by the exact tier; an entry whose answer is not JSON is
     deleted; a damaged raw completion or usage is set to NULL; a missing dimension setting is
-    recorded from the blobs. The FAISS indexes are derived: a cache builds a scope's index from
-    the repaired rows, or loads a large scope's saved one (``<file>.index/``) and catches it up;
-    either way every candidate is scored against the vector in SQLite, so a vector set to NULL is
-    never served.
+    recorded from the blobs; on PostgreSQL, an entry count that disagrees with the table is
+    recounted. The FAISS indexes are derived: a cache builds a scope's index from the repaired
+    rows, or loads a large scope's saved one (``<file>.index/``) and catches it up; either way
+    every candidate is scored against the stored vector, so a vector set to NULL is never served.
+    On PostgreSQL, a row deleted here reaches every node's replica through the change feed.
     """
-    conn = store.connection()
     settings = store.settings()
-    integrity = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
+    with store.reading() as conn:
+        return _check(store, conn, settings, fix)
+
+
+def _check(store: Rows, conn: Any, settings: dict[str, str], fix: bool) -> CheckReport:
     version, name = settings.get("format_version"), settings.get("embedder_name")
     # A SemanticCache records both when it opens the file; a file only SQLiteCache (instructor's
     # cache=) has used holds no entries and no settings, and is fine as it is.
     unused = (
-        version is None and name is None and not conn.execute("SELECT 1 FROM entries").fetchone()
+        version is None
+        and name is None
+        and not conn.execute("SELECT 1 FROM entries LIMIT 1").fetchone()
     )
+    repairs: list[tuple[str, list[Any]]] = []  # run in one transaction when fixing
     findings = [
-        Finding("sqlite integrity", integrity == ["ok"], "; ".join(integrity[:5])),
+        _engine_finding(store, conn, fix, repairs),
         Finding(
             "format version",
             version == str(FORMAT_VERSION) or unused,
@@ -95,7 +94,6 @@ def check(store: SQLiteStore, fix: bool = False) -> CheckReport:
         ),
         Finding("embedder name", name is not None or unused, name or "not recorded"),
     ]
-    repairs: list[tuple[str, list[Any]]] = []  # run in one transaction when fixing
     rows = conn.execute("SELECT id, embedding FROM entries WHERE embedding IS NOT NULL").fetchall()
     sizes = Counter(len(b) for _, b in rows if isinstance(b, bytes))
     recorded = settings.get("embedder_dimension")
@@ -105,34 +103,104 @@ def check(store: SQLiteStore, fix: bool = False) -> CheckReport:
     else:  # only recorded on a cache's first semantic lookup; the blobs tell it meanwhile
         detail = f"not recorded; blobs say {dimension}"
         findings.append(Finding("embedder dimension", False, detail, int(fix)))
-        record = "INSERT OR IGNORE INTO settings VALUES ('embedder_dimension', ?)"
+        record = (
+            "INSERT INTO settings (key, value) VALUES ('embedder_dimension', ?) "
+            "ON CONFLICT (key) DO NOTHING"
+        )
         repairs.append((record, [str(dimension)]))
 
     bad = _bad_embeddings(rows, dimension)
-    problems: list[tuple[str, list[int], str, str | None]] = [
-        ("embeddings", bad, f"{len(rows)} checked, {len(bad)} broken", _NULL_EMBEDDINGS)
+    answer, raw, usage = _bad_json(store, conn)
+    completion = sorted(set(raw) | set(usage))
+    mixed = [int(r[0]) for r in conn.execute(f"SELECT id FROM entries WHERE {_SCOPES_MIXED}")]
+    problems: list[tuple[str, list[int], str, list[tuple[str, list[int]]]]] = [
+        ("embeddings", bad, f"{len(rows)} checked, {len(bad)} broken", [(_NULL_EMBEDDINGS, bad)]),
+        ("answer JSON", answer, f"{len(answer)} failing", [(_DELETE, answer)]),
+        (
+            "completion JSON",
+            completion,
+            f"{len(completion)} failing",
+            [(_NULL_RAW, raw), (_NULL_USAGE, usage)],
+        ),
+        ("scopes", mixed, f"{len(mixed)} failing", []),
     ]
-    for label, condition, repair in _ROW_CHECKS:
-        ids = _ids_where(conn, condition)
-        problems.append((label, ids, f"{len(ids)} failing", repair))
-    for label, ids, detail, repair in problems:
-        fixed = len(ids) if fix and repair else 0
+    for label, ids, detail, fixes in problems:
+        fixed = len(ids) if fix and fixes else 0
         findings.append(Finding(label, not ids, detail + _ids(ids), fixed))
-        if repair:
-            repairs += [(repair.format(_marks(chunk)), chunk) for chunk in _chunks(ids)]
+        for statement, targets in fixes:
+            repairs += [(statement.format(_marks(chunk)), chunk) for chunk in _chunks(targets)]
     if dimension is not None:
-        findings.append(_index_finding(store, dimension, sizes[dimension * 4]))
-        findings.append(_saved_index_finding(store, dimension, fix))
+        findings.append(_index_finding(store, conn, dimension, sizes[dimension * 4]))
+        findings.append(_saved_index_finding(store, conn, dimension, fix))
     if fix and repairs:
-        with store.transaction() as conn:
+        with store.transaction() as tx:
             for statement, params in repairs:
-                conn.execute(statement, params)
+                tx.execute(statement, params)
     entries, embedded, scopes = conn.execute(
         "SELECT count(*), count(embedding), count(DISTINCT scope) FROM entries"
     ).fetchone()
     counts = f"{entries} entries, {embedded} embedded, {scopes} scopes"
     findings.append(Finding("counts", True, counts))
     return CheckReport(findings)
+
+
+def _engine_finding(
+    store: Rows, conn: Any, fix: bool, repairs: list[tuple[str, list[Any]]]
+) -> Finding:
+    """SQLite's own integrity check; on PostgreSQL (whose server checks its own pages), that the
+    entry count the change feed keeps (``count()``, ``max_entries``) agrees with the table."""
+    if store.dialect == "sqlite":
+        integrity = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
+        return Finding("sqlite integrity", integrity == ["ok"], "; ".join(integrity[:5]))
+    # One statement, one snapshot: the count is updated in the transaction of each change.
+    kept, actual = conn.execute(
+        "SELECT (SELECT entries FROM feed_state WHERE one), (SELECT count(*) FROM entries)"
+    ).fetchone()
+    if int(kept) == int(actual):
+        return Finding("entry count", True, f"{actual}, as the change feed counts")
+    from semcache.storage.postgres import migrations  # psycopg's side loads for PostgreSQL only
+
+    # Recounted under the feed's lock, which every commit of an entry change takes.
+    lock = f"SELECT pg_advisory_xact_lock({migrations.lock_key(migrations.FEED_LOCK)})"
+    repairs.append((lock, []))
+    repairs.append(("UPDATE feed_state SET entries = (SELECT count(*) FROM entries) WHERE one", []))
+    detail = f"the change feed counts {kept}, the table holds {actual}"
+    return Finding("entry count", False, detail, int(fix))
+
+
+def _bad_json(store: Rows, conn: Any) -> tuple[list[int], list[int], list[int]]:
+    """Ids whose answer, raw completion or usage is not JSON. SQLite checks in SQL; PostgreSQL 15
+    has no per-row JSON test that does not abort the statement, so its rows are parsed here."""
+    if store.dialect == "sqlite":
+        return (
+            _ids_where(conn, "json_valid(response_json) = 0"),
+            _ids_where(conn, "raw_json IS NOT NULL AND json_valid(raw_json) = 0"),
+            _ids_where(conn, "usage_json IS NOT NULL AND json_valid(usage_json) = 0"),
+        )
+    answer: list[int] = []
+    raw: list[int] = []
+    usage: list[int] = []
+    cursor = conn.execute("SELECT id, response_json, raw_json, usage_json FROM entries ORDER BY id")
+    for entry_id, response_json, raw_json, usage_json in cursor:
+        if not _is_json(response_json):
+            answer.append(int(entry_id))
+        if raw_json is not None and not _is_json(raw_json):
+            raw.append(int(entry_id))
+        if usage_json is not None and not _is_json(usage_json):
+            usage.append(int(entry_id))
+    return answer, raw, usage
+
+
+def _is_json(text: Any) -> bool:
+    try:
+        json.loads(text, parse_constant=_not_json)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _bad_embeddings(rows: list[tuple[Any, Any]], dimension: int | None) -> list[int]:
@@ -148,20 +216,21 @@ def _bad_embeddings(rows: list[tuple[Any, Any]], dimension: int | None) -> list[
     return bad
 
 
-def _index_finding(store: SQLiteStore, dimension: int, expected: int) -> Finding:
-    """Build every scope's index from SQLite, as a cache does on open: it must hold every blob
+def _index_finding(store: Rows, conn: Any, dimension: int, expected: int) -> Finding:
+    """Build every scope's index from storage, as a cache does on open: it must hold every blob
     of the right size (NaN or non-unit vectors too, until a fix drops them)."""
     from semcache.index.vector_index import VectorIndex  # FAISS loads here, not when the CLI starts
 
     index = VectorIndex(dimension)
-    all_scopes = [r[0] for r in store.connection().execute("SELECT DISTINCT scope FROM entries")]
+    all_scopes = [r[0] for r in conn.execute("SELECT DISTINCT scope FROM entries")]
     for scope in all_scopes:
         index.add(scope, *store.vectors_since(scope, 0, dimension))
-    detail = f"{len(all_scopes)} scopes rebuilt from SQLite, {index.size()} vectors"
+    source = "SQLite" if store.dialect == "sqlite" else "PostgreSQL"
+    detail = f"{len(all_scopes)} scopes rebuilt from {source}, {index.size()} vectors"
     return Finding("index", index.size() == expected, detail)
 
 
-def _saved_index_finding(store: SQLiteStore, dimension: int, fix: bool) -> Finding:
+def _saved_index_finding(store: Rows, conn: Any, dimension: int, fix: bool) -> Finding:
     """Read every saved index file (``<file>.index/``) as a cache would load it. An unusable one
     (damaged, foreign, of an older format, or for a scope with no entries) costs only a rebuild
     from SQLite on first use; with ``fix`` it is deleted so that no process tries it again."""
@@ -169,11 +238,13 @@ def _saved_index_finding(store: SQLiteStore, dimension: int, fix: bool) -> Findi
 
     folder = None if store.path is None else file_format.folder_for(store.path)
     files = sorted(folder.glob("*.faiss")) if folder is not None and folder.is_dir() else []
+    if store.dialect != "sqlite":
+        return Finding("saved indexes", True, "none (nodes build theirs from the database)")
     if folder is None or not files:
         none = f"none (scopes under {PERSIST_AT:,} vectors are not saved)"
         return Finding("saved indexes", True, none)
     owner = store.settings().get("database_id", "")
-    scopes = {r[0] for r in store.connection().execute("SELECT DISTINCT scope FROM entries")}
+    scopes = {r[0] for r in conn.execute("SELECT DISTINCT scope FROM entries")}
     unusable: list[tuple[Path, str]] = []
     for path in files:
         kind = (file_format.peek(path) or {}).get("vectors")

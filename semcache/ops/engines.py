@@ -8,14 +8,16 @@ new rows to the database, skipping exact keys it already holds. So an export mov
 the engines in both directions: ``SemanticCache("cache.db").export(folder)`` then
 ``SemanticCache("postgresql://...").import_export(folder)``, or the other way round.
 
-``instructor_cache`` rows (instructor's ``cache=`` table) have no table on PostgreSQL yet: an
-import into PostgreSQL leaves them out and says so in the log.
+``instructor_cache`` rows (instructor's ``cache=`` table) travel too, in both directions: the copy
+carries them, and an import adds those whose key the database lacks.
+
+``export_store`` exports a store of either engine without a ``SemanticCache`` (the command line
+opens no model to export).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import tempfile
 from pathlib import Path
@@ -24,18 +26,21 @@ from typing import TYPE_CHECKING, Any
 from semcache.ops.export import ExportReport, export
 from semcache.ops.importer import ImportReport, import_export
 from semcache.pipeline import Front, Pipeline
+from semcache.storage import instructor_table
+from semcache.storage.base import Store
 from semcache.storage.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from semcache.storage.postgres import PostgresStore
-
-logger = logging.getLogger("semcache")
 
 _COPY_COLUMNS = (
     "id", "exact_key", "scope", "namespace", "model", "schema_name", "prompt", "request_json",
     "response_json", "raw_json", "usage_json", "total_tokens", "embedding", "created_at",
     "last_hit_at", "hits", "expires_at",
 )  # fmt: skip
+
+
+_INSTRUCTOR_COLUMNS = ("key", "value", "created_at", "expires_at", "hits")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,11 +56,29 @@ def export_postgres(
 ) -> ExportReport:
     """``export`` for a cache on PostgreSQL (the same folder a SQLite cache writes)."""
     cache.pipeline.flush()
+    return _export_copy(store, folder, cache.pipeline, **options)
+
+
+def export_store(store: Store, folder: str | os.PathLike[str], **options: Any) -> ExportReport:
+    """``export`` of a store of either engine, with no ``SemanticCache`` (no model loaded)."""
+    if isinstance(store, SQLiteStore):
+        return export(store, folder, **options)
+    from semcache.storage.postgres import PostgresStore
+
+    if not isinstance(store, PostgresStore):
+        raise TypeError(f"cannot export a {type(store).__name__}")
+    return _export_copy(store, folder, None, **options)
+
+
+def _export_copy(
+    store: PostgresStore, folder: str | os.PathLike[str], pipeline: Pipeline | None, **options: Any
+) -> ExportReport:
     with tempfile.TemporaryDirectory(prefix="semcache-export-") as tmp:
         copy = SQLiteStore(Path(tmp) / "cache.db")
         try:
             _to_sqlite(store, copy)
-            return export(_Copy(cache.pipeline, copy), folder, **options)
+            source = copy if pipeline is None else _Copy(pipeline, copy)
+            return export(source, folder, **options)
         finally:
             copy.close()
 
@@ -81,19 +104,22 @@ def import_postgres(
             thresholds = conn.execute(
                 "SELECT target, threshold, source, updated_at FROM thresholds"
             ).fetchall()
-            added, n_thresholds = store.add_rows(entries, thresholds)
+            instructor_rows: list[tuple[Any, ...]] = []
+            if copy.columns(instructor_table.TABLE):
+                instructor_rows = conn.execute(
+                    f"SELECT {', '.join(_INSTRUCTOR_COLUMNS)} FROM {instructor_table.TABLE} "
+                    "ORDER BY key"
+                ).fetchall()
+            added, n_thresholds, n_instructor = store.add_rows(entries, thresholds, instructor_rows)
+            dimension = copy.settings().get("embedder_dimension")
+            if dimension:  # recorded by the import (the database may not know it yet)
+                store.check_settings({"embedder_dimension": dimension})
             exact_only = {
                 int(row[0])
                 for row in conn.execute("SELECT id FROM entries WHERE embedding IS NULL")
             }
         finally:
             copy.close()
-    if report.instructor_cache:
-        logger.warning(
-            "semcache: %d instructor_cache rows were not imported: PostgreSQL caches have no "
-            "instructor_cache table yet",
-            report.instructor_cache,
-        )
     id_map = {old: added[tmp_id] for old, tmp_id in report.id_map.items() if tmp_id in added}
     return dataclasses.replace(
         report,
@@ -102,12 +128,13 @@ def import_postgres(
         exact_only=sum(1 for tmp_id in added if tmp_id in exact_only),
         thresholds=n_thresholds,
         id_map=id_map,
-        instructor_cache=0,
+        instructor_cache=n_instructor,
     )
 
 
 def _to_sqlite(store: PostgresStore, copy: SQLiteStore) -> None:
-    """Copy entries (with their ids), settings and thresholds from one snapshot."""
+    """Copy entries (with their ids), settings, thresholds and instructor_cache rows from one
+    snapshot."""
     marks = ", ".join("?" * len(_COPY_COLUMNS))
     with store.snapshot() as snap, copy.transaction() as conn:
         conn.executemany("INSERT INTO settings (key, value) VALUES (?, ?)", snap.rows("settings"))
@@ -119,3 +146,13 @@ def _to_sqlite(store: PostgresStore, copy: SQLiteStore) -> None:
             f"INSERT INTO entries ({', '.join(_COPY_COLUMNS)}) VALUES ({marks})",
             snap.rows("entries"),
         )
+        rows = snap.rows(instructor_table.TABLE)
+        first = next(rows, None)
+        if first is not None:  # a file that never used the adapter carries no such table
+            for statement in instructor_table.SCHEMA:
+                conn.execute(statement)
+            conn.executemany(
+                f"INSERT INTO {instructor_table.TABLE} ({', '.join(_INSTRUCTOR_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(_INSTRUCTOR_COLUMNS))})",
+                [first, *rows],
+            )

@@ -2,7 +2,7 @@
 
 A cache that ran with near-miss labels (on by default), shadow checks or ``mark_wrong`` holds
 labels that say, per scope, how precise each threshold would have been (``semcache.calibration``).
-This reads them from the file alone (no model, no index), lays out each scope's curve on a grid of
+This reads them from the store alone (a file or a PostgreSQL database; no model, no index), lays out each scope's curve on a grid of
 thresholds, and says what calibration would set; ``apply=True`` writes it, logged with its
 evidence, exactly as ``SemanticCache(auto_tune=True)`` would.
 
@@ -20,7 +20,7 @@ from typing import Any
 from semcache import calibration
 from semcache.calibration import Calibration, CurvePoint
 from semcache.pipeline import DEFAULT_THRESHOLD
-from semcache.storage.sqlite import SQLiteStore
+from semcache.storage.base import Rows
 from semcache.types import Label
 
 GRID_STEP = 0.01
@@ -34,12 +34,13 @@ class ScopeReport:
     grid: tuple[CurvePoint, ...]
 
 
-def current_thresholds(store: SQLiteStore, default: float = DEFAULT_THRESHOLD) -> dict[str, float]:
+def current_thresholds(store: Rows, default: float = DEFAULT_THRESHOLD) -> dict[str, float]:
     """The threshold each scope of the file is served at, by the precedence lookups apply."""
     persisted = store.thresholds()
-    rows = store.connection().execute("SELECT DISTINCT scope, schema_name FROM entries")
+    with store.reading() as conn:
+        rows = conn.execute("SELECT DISTINCT scope, schema_name FROM entries").fetchall()
     current: dict[str, float] = {}
-    for scope, schema in rows.fetchall():
+    for scope, schema in rows:
         for target in (f"scope:{scope}", f"schema:{schema}", "default"):
             if target in persisted:
                 current[str(scope)] = persisted[target]
@@ -50,7 +51,7 @@ def current_thresholds(store: SQLiteStore, default: float = DEFAULT_THRESHOLD) -
 
 
 def from_traffic(
-    store: SQLiteStore,
+    store: Rows,
     *,
     target: float = calibration.DEFAULT_TARGET,
     confidence: float = calibration.DEFAULT_CONFIDENCE,

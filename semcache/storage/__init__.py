@@ -10,12 +10,25 @@ chosen by ``open_location`` for a ``postgresql://`` URL and imported only then.
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import cast
 
-from semcache.storage.base import Changes, NewEntry, Store
-from semcache.storage.location import SCHEMES, is_postgres, sqlite_target
+from semcache.errors import CacheNotFoundError
+from semcache.storage.base import Changes, NewEntry, Rows, Store
+from semcache.storage.location import SCHEMES, is_postgres, redact, sqlite_target
 from semcache.storage.sqlite import SQLiteStore
 
-__all__ = ["SCHEMES", "Changes", "NewEntry", "SQLiteStore", "Store", "open_location", "open_store"]
+__all__ = [
+    "SCHEMES",
+    "Changes",
+    "NewEntry",
+    "Rows",
+    "SQLiteStore",
+    "Store",
+    "open_existing",
+    "open_location",
+    "open_store",
+]
 
 
 def open_store(location: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> SQLiteStore:
@@ -34,3 +47,21 @@ def open_location(location: str | os.PathLike[str], *, busy_timeout: float = 5.0
 
         return PostgresStore(os.fspath(location), busy_timeout=busy_timeout)
     return open_store(location, busy_timeout=busy_timeout)
+
+
+def open_existing(location: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> Rows:
+    """The store of a cache that exists, for maintenance (``semcache.ops``, the command line).
+
+    Opening a store creates a missing file or an empty schema; a typo must not produce an empty
+    cache reporting zeros. A missing file, or a PostgreSQL schema without semcache's tables, is a
+    ``CacheNotFoundError``; a server that cannot be reached a ``StoreUnavailableError``. Messages
+    show a URL with its password replaced by ``***``.
+    """
+    if is_postgres(location):
+        from semcache.storage.postgres import PostgresStore
+
+        return PostgresStore(os.fspath(location), busy_timeout=busy_timeout, create=False)
+    target = sqlite_target(location)  # a URL of another engine is a UsageError naming ours
+    if target != ":memory:" and not Path(target).is_file():
+        raise CacheNotFoundError(f"{redact(os.fspath(location))}: no such cache file")
+    return cast(Rows, open_store(target, busy_timeout=busy_timeout))

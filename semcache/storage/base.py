@@ -11,15 +11,19 @@ cursor, the ids removed, and the new cursor. On SQLite the cursor is the highest
 re-checked; on PostgreSQL ids do not commit in order, and the cursor is a position in a change feed
 that also carries removals (``semcache.storage.postgres.feed``).
 
-Maintenance commands (``semcache.ops``) read the SQLite tables directly and take a ``SQLiteStore``.
+Maintenance (``semcache.ops``, the command line) works on rows beyond this protocol: a store that
+also has ``Rows``'s methods (both engines do) runs the same SQL on either engine, written once with
+``?`` placeholders in the SQL both engines accept; ``dialect`` says which engine it is where the two
+must differ (integrity checks, reclaiming space, catalog queries).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -156,3 +160,42 @@ class Store(Protocol):
     ) -> None: ...
 
     def shadow_counts(self) -> dict[str, tuple[int, int, float | None]]: ...
+
+
+class Connection(Protocol):
+    """What maintenance SQL runs on: ``execute(sql, params)`` returning a DB-API cursor
+    (``fetchone``, ``fetchall``, iteration, ``description``, ``rowcount``)."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Any: ...
+
+
+class Rows(Store, Protocol):
+    """A store maintenance can run SQL on: ``semcache.ops`` and the command line take one.
+
+    SQL is written with ``?`` placeholders (the PostgreSQL store translates them) in the syntax
+    both engines accept (``ON CONFLICT ... DO NOTHING``, ``CASE``, ``substr``, ``true``).
+    """
+
+    @property
+    def dialect(self) -> Literal["sqlite", "postgresql"]: ...
+
+    @property
+    def location(self) -> str:
+        """The file or the database URL (its password replaced by ``***``), for messages."""
+        ...
+
+    def reading(self) -> contextlib.AbstractContextManager[Connection]:
+        """A connection for reads (each statement sees the latest commits)."""
+        ...
+
+    def transaction(self) -> contextlib.AbstractContextManager[Connection]:
+        """One write transaction: commit on success, rollback on any error."""
+        ...
+
+    def columns(self, table: str) -> list[str]:
+        """The columns of ``table`` in table order; empty when there is no such table."""
+        ...
+
+    def table_bytes(self) -> int:
+        """The space the cache takes: a file and its WAL, or the database's tables."""
+        ...

@@ -1,8 +1,9 @@
-"""The ``instructor_cache`` table of a cache file: instructor's own exact cache (``cache=``).
+"""The ``instructor_cache`` table of a cache: instructor's own exact cache (``cache=``).
 
 The table belongs to storage so that maintenance (``stats``, export, import) can read and copy it
 without importing instructor; ``semcache.integrations.instructor_cache.SQLiteCache`` is the
-adapter instructor talks to.
+adapter instructor talks to. A SQLite file gets the table from the adapter (``SCHEMA``) on first
+use; a PostgreSQL cache has it from its schema migrations (``semcache.storage.postgres``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from semcache.storage.sqlite import SQLiteStore
+from semcache.storage.base import Rows
 
 TABLE = "instructor_cache"
 HITS_COUNTER = "instructor_cache_hits"
@@ -32,7 +33,7 @@ SCHEMA = (
 
 BUMP_COUNTER = (
     "INSERT INTO counters (name, value) VALUES (?, 1) "
-    "ON CONFLICT(name) DO UPDATE SET value = value + 1"
+    "ON CONFLICT(name) DO UPDATE SET value = counters.value + 1"  # qualified: PostgreSQL too
 )
 
 
@@ -56,29 +57,29 @@ class InstructorCacheStats:
         return self.hits / lookups if lookups else 0.0
 
 
-def instructor_cache_stats(store: SQLiteStore, *, now: float | None = None) -> InstructorCacheStats:
-    """The ``instructor_cache`` counts of any semcache file, for ``semcache stats``.
+def instructor_cache_stats(store: Rows, *, now: float | None = None) -> InstructorCacheStats:
+    """The ``instructor_cache`` counts of any semcache cache, for ``semcache stats``.
 
     Read-only: on a file that never used the integration it reports zeros without creating the
     table.
     """
-    conn = store.connection()
     now = time.time() if now is None else now
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)
-    ).fetchone()
+    exists = bool(store.columns(TABLE))
     live = expired = 0
-    if exists:
-        live, expired = conn.execute(
-            f"SELECT coalesce(sum(expires_at IS NULL OR expires_at > ?), 0), "
-            f"coalesce(sum(expires_at IS NOT NULL AND expires_at <= ?), 0) FROM {TABLE}",
-            (now, now),
-        ).fetchone()
-    counters = dict(
-        conn.execute(
-            "SELECT name, value FROM counters WHERE name IN (?, ?)", (HITS_COUNTER, MISSES_COUNTER)
-        ).fetchall()
-    )
+    with store.reading() as conn:
+        if exists:
+            live, expired = conn.execute(
+                "SELECT coalesce(sum(CASE WHEN expires_at IS NULL OR expires_at > ? THEN 1 "
+                "ELSE 0 END), 0), coalesce(sum(CASE WHEN expires_at IS NOT NULL AND "
+                f"expires_at <= ? THEN 1 ELSE 0 END), 0) FROM {TABLE}",
+                (now, now),
+            ).fetchone()
+        counters = dict(
+            conn.execute(
+                "SELECT name, value FROM counters WHERE name IN (?, ?)",
+                (HITS_COUNTER, MISSES_COUNTER),
+            ).fetchall()
+        )
     return InstructorCacheStats(
         entries=int(live),
         expired=int(expired),

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import sqlite_utils
@@ -43,6 +43,8 @@ RECENCY = "coalesce(last_hit_at, created_at), id"
 
 class SQLiteStore:
     """SQLite access for one cache file (or a private in-memory database for ``":memory:"``)."""
+
+    dialect: Literal["sqlite"] = "sqlite"
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
         self.busy_timeout = busy_timeout
@@ -121,6 +123,15 @@ class SQLiteStore:
             raise
         else:
             conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, for reads (``Rows``: the same call on both engines)."""
+        yield self.connection()
+
+    @property
+    def location(self) -> str:
+        return str(self.path) if self.path is not None else ":memory:"
 
     def close(self) -> None:
         """Close every connection this store opened; idempotent."""
@@ -366,6 +377,16 @@ class SQLiteStore:
         """The columns of ``table`` in this file, in table order (other versions add columns);
         empty when the file has no such table."""
         return list(sqlite_utils.Database(self.connection())[table].columns_dict)
+
+    def table_bytes(self) -> int:
+        """Size of the database and its WAL on disk (pages in use for a memory database)."""
+        if self.path is None:
+            row = self.connection().execute(
+                "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size"
+            )
+            return int(row.fetchone()[0])
+        paths = (self.path, self.path.with_name(self.path.name + "-wal"))
+        return sum(p.stat().st_size for p in paths if p.exists())
 
 
 def _insert(conn: sqlite3.Connection, entry: NewEntry, now: float) -> tuple[int, int | None]:

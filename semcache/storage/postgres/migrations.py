@@ -113,11 +113,26 @@ _V2 = (
         new double precision, source text NOT NULL, evidence text NOT NULL)""",
 )
 
+# instructor's ``cache=`` table (``semcache.storage.instructor_table``): on SQLite the adapter
+# creates it on first use; here it is part of the schema, so app roles need no DDL rights.
+_V3 = (
+    """CREATE TABLE instructor_cache (key text PRIMARY KEY, value text NOT NULL,
+        created_at double precision, expires_at double precision, hits bigint)""",
+    "CREATE INDEX instructor_cache_expires ON instructor_cache (expires_at)",
+)
+
 # (version, what it does, statements), oldest first; a released migration is never edited.
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "entries, bookkeeping, change feed", _V1),
     (2, "near-miss labels, threshold history", _V2),
+    (3, "instructor's cache= table", _V3),
 )
+# Every table of a cache (what ``PostgresStore.table_bytes`` measures).
+TABLES = (
+    "schema_migrations", "settings", "entries", "counters", "thresholds", "vetoes", "feedback",
+    "audit", "shadow", "feed", "feed_state", "near_misses", "threshold_changes",
+    "instructor_cache",
+)  # fmt: skip
 LATEST = MIGRATIONS[-1][0]
 
 

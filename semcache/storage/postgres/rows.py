@@ -2,7 +2,8 @@
 
 ``read`` streams a table's rows from one REPEATABLE READ snapshot (entries, settings and
 thresholds agree even while nodes write); ``add_entries`` inserts rows from another cache with new
-ids, skipping exact keys the database holds, and ``add_thresholds`` adds thresholds it lacks. The
+ids, skipping exact keys the database holds, ``add_thresholds`` adds thresholds it lacks and
+``add_instructor_rows`` instructor ``cache=`` rows whose key it lacks. The
 change feed carries the new entries to every node's replica, as it does any insert.
 """
 
@@ -22,6 +23,7 @@ TABLES = {
     "entries": ("id", *ENTRY_COLUMNS),
     "settings": ("key", "value"),
     "thresholds": ("target", "threshold", "source", "updated_at"),
+    "instructor_cache": ("key", "value", "created_at", "expires_at", "hits"),
 }
 
 
@@ -63,6 +65,19 @@ def add_entries(conn: Any, rows: Iterable[Mapping[str, Any]]) -> dict[int, int]:
         new = conn.execute(sql, values).fetchone()
         if new is not None:
             added[int(row["id"])] = int(new[0])
+    return added
+
+
+def add_instructor_rows(conn: Any, rows: Iterable[Sequence[Any]]) -> int:
+    """Add ``(key, value, created_at, expires_at, hits)`` rows of instructor's ``cache=`` table
+    whose key is not held here (the database's value is kept)."""
+    added = 0
+    for row in rows:
+        added += conn.execute(
+            "INSERT INTO instructor_cache (key, value, created_at, expires_at, hits) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key) DO NOTHING",
+            tuple(row),
+        ).rowcount
     return added
 
 

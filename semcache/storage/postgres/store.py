@@ -17,14 +17,15 @@ import contextlib
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from semcache.errors import ConfigMismatchError, StoreError
+from semcache.errors import CacheNotFoundError, ConfigMismatchError, StoreError
 from semcache.storage.base import Changes, NewEntry
 from semcache.storage.postgres import books, feed, migrations, rows
 from semcache.storage.postgres.connect import Connections
+from semcache.storage.postgres.qmark import QmarkConnection
 from semcache.storage.schema import FORMAT_VERSION
 from semcache.types import Label, StoredEntry, ThresholdChange
 
@@ -41,13 +42,24 @@ class PostgresStore:
     """One cache in a PostgreSQL database (the tables of the URL's current schema)."""
 
     path = None  # no file: replicas are rebuilt from the database, never saved beside it
+    dialect: Literal["postgresql"] = "postgresql"
 
-    def __init__(self, dsn: str, *, busy_timeout: float = 5.0) -> None:
+    def __init__(self, dsn: str, *, busy_timeout: float = 5.0, create: bool = True) -> None:
+        """Open the cache in the URL's schema. ``create=False`` (maintenance: the command line)
+        refuses a schema holding no semcache cache instead of creating one there."""
         self.busy_timeout = busy_timeout
         self._db = Connections(dsn, statement_timeout=busy_timeout)
         self.location = self._db.location  # the URL with its password replaced by ***
         try:
             with self._db.reading() as conn:
+                if not create and migrations.version(conn) == 0:
+                    schema = conn.execute("SELECT current_schema()").fetchone()[0]
+                    where = (
+                        "no schema of its search_path exists"
+                        if schema is None
+                        else (f"schema {schema!r} holds no semcache tables")
+                    )
+                    raise CacheNotFoundError(f"{self.location}: no semcache cache there ({where})")
                 migrations.migrate(conn)
         except BaseException:
             self._db.close()
@@ -221,12 +233,54 @@ class PostgresStore:
                 yield snap
 
     def add_rows(
-        self, entries: Iterable[Mapping[str, Any]], thresholds: Iterable[Sequence[Any]] = ()
-    ) -> tuple[dict[int, int], int]:
-        """Insert another cache's entries (new ids; held exact keys skipped) and the thresholds
-        not set here, in one transaction. Returns (source id -> new id, thresholds added)."""
+        self,
+        entries: Iterable[Mapping[str, Any]],
+        thresholds: Iterable[Sequence[Any]] = (),
+        instructor: Iterable[Sequence[Any]] = (),
+    ) -> tuple[dict[int, int], int, int]:
+        """Insert another cache's entries (new ids; held exact keys skipped), the thresholds not
+        set here and the instructor ``cache=`` rows whose key is not held here, in one
+        transaction. Returns (source id -> new id, thresholds added, instructor rows added)."""
         with self._db.transaction() as conn:
-            return rows.add_entries(conn, entries), rows.add_thresholds(conn, thresholds)
+            return (
+                rows.add_entries(conn, entries),
+                rows.add_thresholds(conn, thresholds),
+                rows.add_instructor_rows(conn, instructor),
+            )
+
+    # -- maintenance SQL (``semcache.storage.base.Rows``): ``?`` placeholders, both engines ----
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[QmarkConnection]:
+        """This thread's connection for maintenance reads (each statement commits)."""
+        with self._db.reading() as conn:
+            yield QmarkConnection(conn)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[QmarkConnection]:
+        """One maintenance write transaction: commit on success, rollback on any error."""
+        with self._db.transaction() as conn:
+            yield QmarkConnection(conn)
+
+    def columns(self, table: str) -> list[str]:
+        with self._db.reading() as conn:
+            rows = conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                "current_schema() AND table_name = %s ORDER BY ordinal_position",
+                (table,),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def table_bytes(self) -> int:
+        """The on-disk size of the cache's tables, their indexes and TOAST data."""
+        with self._db.reading() as conn:
+            row = conn.execute(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = "
+                "current_schema() AND c.relkind = 'r' AND c.relname = ANY(%s)",
+                (list(migrations.TABLES),),
+            ).fetchone()
+        return int(row[0])
 
     # -- bookkeeping (``books.py``) -----------------------------------------------------------
 
