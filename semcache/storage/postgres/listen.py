@@ -92,6 +92,9 @@ class Listener:
         self.poll_every = POLL_EVERY
         self._lock = threading.Lock()
         self._closed = False
+        # Counters only grow, across forks too: a token taken before a fork is never taken again.
+        self._marks: dict[str, int] = {}
+        self._everything = 0  # bumped on each (re)connect and on an "any scope" notification
         self._reset()
         with _NEIGHBOURS_LOCK:
             _NEIGHBOURS.setdefault((location, channel), weakref.WeakSet()).add(self)
@@ -104,8 +107,6 @@ class Listener:
         self._stop = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._listening = False
-        self._marks: dict[str, int] = {}
-        self._everything = 0  # bumped on each (re)connect and on an "any scope" notification
         self.backend_pid: int | None = None  # the listening session's server process
 
     # -- what lookups ask ---------------------------------------------------------------------
@@ -200,7 +201,7 @@ class Listener:
                     self.backend_pid = int(conn.info.backend_pid)
                 backoff = BACKOFF_FIRST
                 self._receive(conn)
-            except (psycopg.Error, OSError, ValueError) as exc:
+            except Exception as exc:  # lost, refused, closed: lookups read the feed meanwhile
                 if not stop.is_set():
                     logger.debug(
                         "semcache: change notifications from PostgreSQL at %s interrupted "
