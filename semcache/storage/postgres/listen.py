@@ -7,7 +7,9 @@ if, and once, the transaction committed (and its feed rows are visible: a listen
 notification only after the sending transaction is visible to a new snapshot). The payload is the
 scope, or ``""`` for "any scope" (an import, or a scope too long for a payload). The channel is
 ``semcache_<md5 of the schema>``, so caches in other schemas of the same database do not wake
-each other.
+each other. (PostgreSQL queues notifications at commit under a lock of its own, so commits that
+notify take turns across the server; a cache's commits of entries already take turns on the feed
+lock, and one notification per scope per transaction keeps the queue small.)
 
 Each ``PostgresStore`` that searches holds one more connection, opened on the first semantic
 lookup, on which a daemon thread ``LISTEN``\\s and counts notifications per scope. A catch-up
