@@ -9,6 +9,10 @@ A scope's first load that brings an HNSW graph's worth of vectors (``HNSW_AT``; 
 at a million) is built in a background thread: meanwhile its semantic lookups find nothing (the
 exact tier still answers), and no lookup waits for the build, in this scope or another.
 
+A lookup reads the store's changes only when the store's ``change_token`` for the scope moved
+since the latest catch-up (PostgreSQL: a notification, a reconnect or the fallback poll of
+``semcache.storage.postgres.listen``); a store without that hint (SQLite) is asked every time.
+
 One catch-up of a scope runs at a time. A lookup that waited for another thread's catch-up, which
 began after the lookup arrived, uses its result instead of asking the store again; and when that
 catch-up found the store unavailable, the lookup gives up at once. Without this, threads queued on
@@ -21,6 +25,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +45,7 @@ class _CatchUps:
     lock: threading.Lock = field(default_factory=threading.Lock)
     succeeded: float = -math.inf  # monotonic start of the latest catch-up that succeeded
     unavailable: float = -math.inf  # ... that found the store unavailable
+    token: Hashable | None = None  # the store's change token the latest success was current at
 
 
 class Scopes:
@@ -83,9 +89,14 @@ class Scopes:
                 index = self.index
         if not index.has(scope):
             index.load(scope)  # a saved index spares rebuilding a large scope from SQLite
+        runs = self._runs(scope)
+        # Nothing committed in the scope since its last catch-up (no notification, reconnect or
+        # fallback poll since): no round trip to the store.
+        token = self.store.change_token(scope)
+        if token is not None and token == runs.token and index.has(scope):
+            return index
         # One catch-up of a scope at a time: a change feed's cursor is read, applied and advanced
         # as one step (two threads applying the same changes would add an entry twice).
-        runs = self._runs(scope)
         arrived = time.monotonic()
         with runs.lock:
             if scope in self.building or runs.succeeded > arrived:
@@ -95,6 +106,7 @@ class Scopes:
             if runs.unavailable > arrived:
                 raise StoreUnavailableError("the store did not answer this scope's catch-up")
             started = time.monotonic()
+            token = self.store.change_token(scope)  # taken before the read it vouches for
             try:
                 changes = self.store.changes(scope, index.watermark(scope), index.dimension)
                 if changes.reload:  # too far behind for the feed: rebuild from the store
@@ -104,15 +116,22 @@ class Scopes:
                 runs.unavailable = started
                 raise
             if not index.has(scope) and len(changes.ids) >= vector_index.HNSW_AT:
-                self._build_in_background(index, scope, changes)
+                self._build_in_background(index, scope, changes, runs, token)
                 return index
             index.add(scope, changes.ids, changes.vectors, cursor=changes.cursor)
             if changes.removed:
                 self.forget(scope, changes.removed)
-            runs.succeeded = started
+            runs.succeeded, runs.token = started, token
         return index
 
-    def _build_in_background(self, index: VectorIndex, scope: str, changes: Changes) -> None:
+    def _build_in_background(
+        self,
+        index: VectorIndex,
+        scope: str,
+        changes: Changes,
+        runs: _CatchUps,
+        token: Hashable | None,
+    ) -> None:
         """Build a large scope's first index in a thread (called holding the scope's lock)."""
         done = self.building[scope] = threading.Event()
         logger.info(
@@ -126,6 +145,8 @@ class Scopes:
                 index.add(scope, changes.ids, changes.vectors, cursor=changes.cursor)
                 if changes.removed:
                     self.forget(scope, changes.removed)
+                with runs.lock:  # the build is a catch-up as of ``token``
+                    runs.token = token
             except Exception as exc:  # the next lookup loads the scope again
                 logger.warning("semcache: building the index of a scope failed: %s", exc)
             finally:

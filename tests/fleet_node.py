@@ -9,6 +9,7 @@ tier, through its own FAISS replica) and by its exact text.
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,12 @@ def run(dsn: str, node: int, nodes: int, per_node: int, barrier: Any, results: A
             for item in range(nodes * per_node):
                 for messages in (paraphrase(item), question(item)):
                     hit = cache.lookup(messages, Answer, model="m")
+                    # Another node's last writes reach this replica with their notification:
+                    # a generous deadline, not a speed check.
+                    deadline = time.monotonic() + 60
+                    while hit is None and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                        hit = cache.lookup(messages, Answer, model="m")
                     if hit is None:
                         report["missing"].append(item)
                     elif hit.value.text != f"answer {item}":
@@ -106,3 +113,10 @@ def read_log(path: str) -> tuple[list[int], list[str]]:
         else:
             problems.append(line)
     return confirmed, problems
+
+
+def store_items(dsn: str, items: list[int]) -> None:
+    """Another node: store ``items`` and close (its writes notify the other nodes)."""
+    with open_node(dsn) as cache:
+        for item in items:
+            assert cache.store(question(item), Answer, Answer(text=f"answer {item}"), model="m")

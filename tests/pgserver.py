@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -87,6 +88,15 @@ def pg_dsn() -> Iterator[str]:
     require_server()
     with private_schema() as schema:
         yield dsn_for(schema)
+
+
+def eventually(condition: Callable[[], object], what: str, timeout: float = 60.0) -> None:
+    """Wait until ``condition()`` holds (a generous deadline, not a speed check)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout:g} s: {what}")
+        time.sleep(0.01)
 
 
 def summarize_skips(terminalreporter: Any) -> None:

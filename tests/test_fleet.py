@@ -20,7 +20,7 @@ from semcache.storage.postgres.store import _insert
 
 from . import fleet_node
 from .fleet_node import Answer, open_node, paraphrase, question
-from .pgserver import HashEmbedder, admin
+from .pgserver import HashEmbedder, admin, eventually
 
 
 def schema_of(dsn: str) -> str:
@@ -52,11 +52,17 @@ def test_an_entry_committed_after_a_later_id_is_not_skipped(pg_dsn: str) -> None
         try:
             with slow.transaction():
                 early_id, _ = _insert(slow, first, time.time())
+                writer.pipeline.store._announce(slow, [scope])  # as put() does, at commit
                 late_id, _ = writer.pipeline.store.put(second)
                 assert early_id < late_id
                 hit = reader.lookup(paraphrase(2), Answer, model="m")
                 assert hit is not None and hit.entry_id == late_id
                 assert reader.lookup(paraphrase(1), Answer, model="m") is None  # not committed
+            # Committed: the reader learns it from the notification sent at commit.
+            eventually(
+                lambda: reader.lookup(paraphrase(1), Answer, model="m") is not None,
+                "the late-committing entry is found",
+            )
             hit = reader.lookup(paraphrase(1), Answer, model="m")
             assert hit is not None and hit.entry_id == early_id and hit.tier == "semantic"
             assert hit.value.text == "answer 1"
@@ -161,6 +167,10 @@ def test_a_forked_child_leaves_its_parents_connections_alone(pg_dsn: str) -> Non
         child.start()
         child.join(timeout=120)
         assert child.exitcode == 0
+        eventually(  # the child's write, notified at its commit
+            lambda: cache.lookup(paraphrase(2), Answer, model="m") is not None,
+            "the child's entry is found",
+        )
         hit = cache.lookup(paraphrase(2), Answer, model="m")
         assert hit is not None and hit.value.text == "answer 2"
         assert cache.stats().store_outages == 0

@@ -9,7 +9,8 @@ An index catches up with its store through ``changes``: the ids and vectors adde
 cursor, the ids removed, and the new cursor. On SQLite the cursor is the highest entry id read
 (writers are serialized, so ids commit in increasing order) and removals are found when a hit is
 re-checked; on PostgreSQL ids do not commit in order, and the cursor is a position in a change feed
-that also carries removals (``semcache.storage.postgres.feed``).
+that also carries removals (``semcache.storage.postgres.feed``), and ``change_token`` lets an index
+skip asking when no notification says its scope changed (``semcache.storage.postgres.listen``).
 
 Maintenance (``semcache.ops``, the command line) works on rows beyond this protocol: a store that
 also has ``Rows``'s methods (both engines do) runs the same SQL on either engine, written once with
@@ -20,7 +21,7 @@ must differ (integrity checks, reclaiming space, catalog queries).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -95,6 +96,12 @@ class Store(Protocol):
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
     def changes(self, scope: str, cursor: int, dimension: int) -> Changes: ...
+
+    def change_token(self, scope: str) -> Hashable | None:
+        """A value that changes whenever ``scope`` may have changed since it was taken: an index
+        that caught up after taking it may skip ``changes`` while it is the same. None: no such
+        hint, ask ``changes`` every time (SQLite, where that is one local read)."""
+        ...
 
     def put(self, entry: NewEntry) -> tuple[int, int | None]: ...
 

@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - exercised by installs without the extr
 logger = logging.getLogger("semcache")
 
 CONNECT_TIMEOUT = 3.0  # seconds; libpq's minimum is 2
-_BACKOFF_FIRST, _BACKOFF_MAX = 0.25, 5.0
+BACKOFF_FIRST, BACKOFF_MAX = 0.25, 5.0
 _SLOW_EVERY = 60.0  # seconds between two warnings about statement timeouts
 
 
@@ -78,7 +78,7 @@ class Connections:
         self._closed = False
         self._down_since: float | None = None  # monotonic time the current outage began
         self._retry_at = 0.0
-        self._backoff = _BACKOFF_FIRST
+        self._backoff = BACKOFF_FIRST
         self.outages = 0
         self.timeouts = 0
         self._told_slow = -_SLOW_EVERY
@@ -109,6 +109,17 @@ class Connections:
         self._local.conn, self._local.pid = conn, os.getpid()
         with self._state:
             self._all = [(pid, ref) for pid, ref in self._all if ref() is not None]
+            self._all.append((os.getpid(), weakref.ref(conn)))
+        return conn
+
+    def dedicated(self, extra: dict[str, Any]) -> Any:
+        """A new autocommit connection of this process outside the per-thread ones (the change
+        listener's), with ``extra`` libpq parameters; psycopg's errors pass through (the caller
+        cleans them with ``clean``). Closed by its owner, or by ``close``."""
+        if self._closed:
+            raise StoreError("the cache is closed")
+        conn = psycopg.connect(autocommit=True, **{**self._params, **extra})
+        with self._state:
             self._all.append((os.getpid(), weakref.ref(conn)))
         return conn
 
@@ -147,14 +158,14 @@ class Connections:
                     self.timeouts,
                 )
             raise StoreUnavailableError(
-                f"PostgreSQL at {self.location} did not answer in time: {self._clean(exc)}"
+                f"PostgreSQL at {self.location} did not answer in time: {self.clean(exc)}"
             ) from None
         except psycopg.OperationalError as exc:
             self._forget_connection()
             self._lost(exc)
             raise self._unavailable(exc) from None
         except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL at {self.location}: {self._clean(exc)}") from None
+            raise StoreError(f"PostgreSQL at {self.location}: {self.clean(exc)}") from None
         else:
             if self._down_since is not None:
                 self._recovered()
@@ -194,16 +205,16 @@ class Connections:
             now = time.monotonic()
             if self._down_since is None:
                 self._down_since = now
-                self._backoff = _BACKOFF_FIRST
+                self._backoff = BACKOFF_FIRST
                 self.outages += 1
                 logger.warning(
                     "semcache: PostgreSQL at %s is unreachable; lookups are misses and answers "
                     "are not stored until it answers again: %s",
                     self.location,
-                    self._clean(exc),
+                    self.clean(exc),
                 )
             else:
-                self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+                self._backoff = min(self._backoff * 2, BACKOFF_MAX)
             self._retry_at = now + self._backoff
 
     def _recovered(self) -> None:
@@ -225,10 +236,10 @@ class Connections:
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
         return StoreUnavailableError(
-            f"PostgreSQL at {self.location} is unreachable: {self._clean(exc)}"
+            f"PostgreSQL at {self.location} is unreachable: {self.clean(exc)}"
         )
 
-    def _clean(self, exc: BaseException) -> str:
+    def clean(self, exc: BaseException) -> str:
         """An error's message without the password (libpq may quote the connection string)."""
         text = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         return text.replace(self._secret, "***") if self._secret else text

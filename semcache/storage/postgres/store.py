@@ -6,7 +6,8 @@ replicas of the scopes it searches, caught up from the change feed (``feed.py``)
 every candidate against the database (row alive, not expired, same scope, similarity recomputed
 from the stored vector), so replica lag can cost a hit but never serve a wrong answer.
 
-Every statement is parameterized; the only SQL assembled from text is fixed column lists and lock
+Writes of entries notify the other nodes at commit (``listen.py``), so that a replica reads the
+feed only when its scope changed. Every statement is parameterized; the only SQL assembled from text is fixed column lists and lock
 keys. Connections, time budgets and outages are ``connect.py``'s; errors leave as ``StoreError``
 or ``StoreUnavailableError`` without the password.
 """
@@ -23,7 +24,7 @@ import numpy as np
 
 from semcache.errors import CacheNotFoundError, ConfigMismatchError, StoreError
 from semcache.storage.base import Changes, NewEntry
-from semcache.storage.postgres import books, feed, migrations, rows
+from semcache.storage.postgres import books, feed, listen, migrations, rows
 from semcache.storage.postgres.connect import Connections
 from semcache.storage.postgres.qmark import QmarkConnection
 from semcache.storage.schema import FORMAT_VERSION
@@ -61,14 +62,24 @@ class PostgresStore:
                     )
                     raise CacheNotFoundError(f"{self.location}: no semcache cache there ({where})")
                 migrations.migrate(conn)
+                schema = conn.execute("SELECT md5(current_schema())").fetchone()[0]
         except BaseException:
             self._db.close()
             raise
+        self._listener = listen.Listener(
+            self._db.dedicated, listen.channel_for(str(schema)), self._db.clean, self.location
+        )
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.location!r})"
 
+    @property
+    def listener(self) -> listen.Listener:
+        """This cache's change listener (``listen.py``): whether it listens, on which session."""
+        return self._listener
+
     def close(self) -> None:
+        self._listener.close()
         self._db.close()
 
     def outages(self) -> int:
@@ -157,6 +168,27 @@ class PostgresStore:
         with self._db.reading() as conn:
             return feed.changes(conn, scope, cursor, dimension)
 
+    def change_token(self, scope: str) -> listen.Token | None:
+        """Changes when ``scope`` may have changed (a notification, a reconnect, or
+        ``listen.POLL_EVERY`` seconds); None while notifications are not being received."""
+        return self._listener.token(scope)
+
+    def _announce(self, conn: Any, scopes: Iterable[str]) -> list[str]:
+        """Notify listeners, inside the writing transaction (delivered at its commit), that
+        ``scopes`` changed; returns them for ``_touched`` after the commit."""
+        payloads = sorted(
+            {s if len(s.encode()) <= listen.MAX_PAYLOAD else listen.ANY_SCOPE for s in scopes}
+        )
+        if payloads:
+            conn.execute(
+                "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
+                (self._listener.channel, payloads),
+            )
+        return payloads
+
+    def _touched(self, payloads: list[str]) -> None:
+        self._listener.touch(payloads)
+
     def put(self, entry: NewEntry) -> tuple[int, int | None]:
         return self.put_many([entry])[0]
 
@@ -165,11 +197,18 @@ class PostgresStore:
         key (the replacement gets a new id); returns ``(new id, replaced id or None)`` each."""
         now = time.time()
         with self._db.transaction() as conn:
-            return [_insert(conn, entry, now) for entry in entries]
+            written = [_insert(conn, entry, now) for entry in entries]
+            payloads = self._announce(conn, (entry.scope for entry in entries))
+        self._touched(payloads)
+        return written
 
     def delete(self, entry_id: int) -> None:
         with self._db.transaction() as conn:
-            conn.execute("DELETE FROM entries WHERE id = %s", (entry_id,))
+            gone = conn.execute(
+                "DELETE FROM entries WHERE id = %s RETURNING scope", (entry_id,)
+            ).fetchall()
+            payloads = self._announce(conn, (str(row[0]) for row in gone))
+        self._touched(payloads)
 
     def evict_expired(self, now: float) -> list[tuple[int, str]]:
         """Delete expired entries (their removal reaches every replica through the feed), and
@@ -180,6 +219,8 @@ class PostgresStore:
                 "RETURNING id, scope",
                 (now,),
             ).fetchall()
+            payloads = self._announce(conn, (str(row[1]) for row in gone))
+        self._touched(payloads)
         with self._db.reading() as conn:
             feed.prune(conn, now - feed.RETENTION)
         return [(int(i), str(s)) for i, s in gone]
@@ -215,6 +256,8 @@ class PostgresStore:
                 "ORDER BY coalesce(last_hit_at, created_at), id LIMIT %s) RETURNING id, scope",
                 (excess,),
             ).fetchall()
+            payloads = self._announce(conn, (str(row[1]) for row in gone))
+        self._touched(payloads)
         return [(int(i), str(s)) for i, s in gone]
 
     def count(self) -> int:
@@ -242,11 +285,14 @@ class PostgresStore:
         set here and the instructor ``cache=`` rows whose key is not held here, in one
         transaction. Returns (source id -> new id, thresholds added, instructor rows added)."""
         with self._db.transaction() as conn:
-            return (
+            added = (
                 rows.add_entries(conn, entries),
                 rows.add_thresholds(conn, thresholds),
                 rows.add_instructor_rows(conn, instructor),
             )
+            payloads = self._announce(conn, [listen.ANY_SCOPE] if added[0] else [])
+        self._touched(payloads)
+        return added
 
     # -- maintenance SQL (``semcache.storage.base.Rows``): ``?`` placeholders, both engines ----
 
