@@ -11,6 +11,10 @@ cursor, the ids removed, and the new cursor. On SQLite the cursor is the highest
 re-checked; on PostgreSQL ids do not commit in order, and the cursor is a position in a change feed
 that also carries removals (``semcache.storage.postgres.feed``).
 
+A store shared by a fleet may also keep prebuilt indexes (``SnapshotStore``): a node that built a
+large scope's index publishes it with the feed position it covers, and a new node downloads it
+and applies the feed from there instead of building (``semcache.scopes``).
+
 Maintenance commands (``semcache.ops``) read the SQLite tables directly and take a ``SQLiteStore``.
 """
 
@@ -19,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -156,3 +160,54 @@ class Store(Protocol):
     ) -> None: ...
 
     def shadow_counts(self) -> dict[str, tuple[int, int, float | None]]: ...
+
+
+@dataclass(frozen=True)
+class SnapshotHead:
+    """What a store says of a scope's prebuilt index before it is downloaded.
+
+    ``seq`` is the change-feed position the index covers; ``tombstones`` the ids it holds that
+    were removed before ``seq`` (an HNSW graph cannot delete). ``kind``, ``vectors``,
+    ``dimension`` and ``embedder`` repeat the file's header, so a node skips the download of a
+    snapshot made with other settings.
+    """
+
+    scope: str
+    snapshot: str
+    seq: int
+    kind: str
+    vectors: str
+    dimension: int
+    embedder: str
+    count: int
+    bytes: int
+    crc32: int
+    chunks: int
+    tombstones: list[int]
+    created_at: float
+
+
+@runtime_checkable
+class SnapshotStore(Protocol):
+    """A store that keeps one prebuilt index per scope (PostgreSQL; a SQLite cache keeps its
+    index files beside the database instead)."""
+
+    def snapshot_head(self, scope: str) -> SnapshotHead | None: ...
+
+    def publish_snapshot(
+        self,
+        scope: str,
+        source: Path,
+        meta: Mapping[str, Any],
+        tombstones: Sequence[int],
+        *,
+        replacing: str = "",
+    ) -> bool:
+        """Replace ``scope``'s snapshot with the saved-index file ``source`` whose header is
+        ``meta``; False (nothing written) when one as new exists or another node is publishing."""
+        ...
+
+    def download_snapshot(self, scope: str, target: BinaryIO) -> SnapshotHead | None:
+        """Write ``scope``'s snapshot into ``target``, as one consistent read; None when there
+        is none (or it vanished meanwhile)."""
+        ...

@@ -2,7 +2,8 @@
 
 ``store`` (``PostgresStore``, the ``Store`` protocol), ``connect`` (per-thread connections, time
 budgets, outages, password redaction), ``migrations`` (the versioned schema), ``feed`` (the change
-feed replicas catch up from) and ``books`` (bookkeeping statements). psycopg 3 is imported only
+feed replicas catch up from), ``snapshots`` (prebuilt indexes a new node downloads instead of
+building) and ``books`` (bookkeeping statements). psycopg 3 is imported only
 here, and only when a ``postgresql://`` location is opened (the ``semcache[postgres]`` extra).
 """
 
