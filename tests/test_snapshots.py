@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -127,7 +126,7 @@ def test_a_new_node_starts_from_the_snapshot_and_catches_up(published: tuple[str
         assert second is not None and second.seq > first.seq
         assert sorted(second.tombstones) == early
         fill(writer, range(120, 140))  # added after it
-        late = before[10:15] + [max(live(store, scope))]  # deleted after it, old and new
+        late = [*before[10:15], max(live(store, scope))]  # deleted after it, old and new
         for entry_id in late:
             store.delete(entry_id)
         writer.store(ask(7), Answer, Answer(text="answer 7, revised"), model=MODEL)  # replaced
