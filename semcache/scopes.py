@@ -45,7 +45,11 @@ from semcache.storage.base import Changes, SnapshotHead, SnapshotStore, Store
 
 logger = logging.getLogger("semcache")
 
-PUBLISH_AFTER = 50_000  # vectors added to a scope before its node publishes a new snapshot
+# Vectors added to a scope before a node publishes a new snapshot. A new node inserts what was
+# added since the snapshot into its HNSW graph (a few ms each on 2 shared cores), so this bounds
+# its catch-up; a publish costs this node the export (its searches wait while the file is
+# written: seconds at a million vectors) and an upload in a thread.
+PUBLISH_AFTER = 10_000
 
 
 @dataclass
@@ -98,6 +102,7 @@ class Scopes:
         self.cold_starts: dict[str, ColdStart] = {}
         self.published: dict[str, Published] = {}
         self._bad_snapshots: set[str] = set()  # names of snapshots refused: not downloaded again
+        self._known_heads: dict[str, int] = {}  # scope -> feed position of the last snapshot seen
 
     def folder(self) -> Path | None:
         """Where large scopes' indexes are saved: ``<database file>.index/`` (none in memory)."""
@@ -235,13 +240,16 @@ class Scopes:
             path = Path(folder) / "scope.faiss"
             try:
                 with open(path, "wb") as handle:
-                    found = self.store.download_snapshot(scope, handle)
+                    received = file_format.Receiver(handle)  # checksums as the bytes arrive
+                    found = self.store.download_snapshot(scope, received)
             except (OSError, ValueError) as exc:  # a chunk missing, or no room for the file
                 found, start.refused = None, f"could not be downloaded ({exc})"
                 index.refuse(scope, start.refused, True, "prebuilt index in the database")
             start.download_s = time.monotonic() - began
             if found is not None:
-                start.refused = index.load_snapshot(scope, path, found.seq, found.tombstones)
+                start.refused = index.load_snapshot(
+                    scope, path, found.seq, found.tombstones, received.crc32
+                )
                 start.install_s = time.monotonic() - began - start.download_s
         damaged = head.snapshot if start.refused else ""
         if found is None or start.refused:
@@ -252,6 +260,7 @@ class Scopes:
             index.drop(scope)
             start.refused = "is older than the change feed kept"
             return self._rebuild(index, scope, start, began)
+        self._known_heads[scope] = found.seq
         index.add(scope, changes.ids, changes.vectors, cursor=changes.cursor)
         if changes.removed:
             self.forget(scope, changes.removed)
@@ -276,21 +285,28 @@ class Scopes:
         )
         return ""
 
-    def publish(self, scope: str, *, replacing: str = "") -> Published | None:
+    def publish(
+        self, scope: str, *, replacing: str = "", periodic: bool = False
+    ) -> Published | None:
         """Publish ``scope``'s HNSW index as the store's snapshot when the store keeps them and
         holds none as new (or holds ``replacing``, a damaged one); None when nothing was
-        published. Failures are logged, never raised: a snapshot is only an accelerator."""
+        published. Failures are logged, never raised: a snapshot is only an accelerator.
+
+        ``periodic`` (maintenance, not a build): also skip when another node published since
+        this one last saw a snapshot of the scope, and count that as this node's publish.
+        Every node applies the same feed, so they all reach ``PUBLISH_AFTER`` together: the
+        first publishes, the others skip and start counting again."""
         index, store = self.index, self.store
         if not isinstance(store, SnapshotStore) or index is None or index.kind(scope) != "hnsw":
             return None
         try:
             head = store.snapshot_head(scope)
-            if (
-                head is not None
-                and head.snapshot != replacing
-                and head.seq >= index.watermark(scope)
-            ):
-                return None
+            if head is not None and head.snapshot != replacing:
+                newer = head.seq > self._known_heads.get(scope, 0)
+                if head.seq >= index.watermark(scope) or (periodic and newer):
+                    self._known_heads[scope] = head.seq
+                    index.saved(scope)
+                    return None
             with tempfile.TemporaryDirectory(prefix="semcache-snapshot-") as folder:
                 path = Path(folder) / "scope.faiss"
                 began = time.monotonic()
@@ -305,6 +321,7 @@ class Scopes:
                     scope, path, exported.meta, exported.tombstones, replacing=replacing
                 ):
                     return None
+                self._known_heads[scope] = int(exported.meta["watermark"])
                 report = Published(
                     path.stat().st_size, int(exported.meta["count"]), exported_at - began,
                     time.monotonic() - exported_at,
@@ -361,7 +378,7 @@ class Scopes:
 
                 def run(scope: str = scope, done: threading.Event = done) -> None:
                     try:
-                        self.publish(scope)
+                        self.publish(scope, periodic=True)
                     finally:
                         done.set()
 

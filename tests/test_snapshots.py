@@ -228,3 +228,38 @@ def test_a_snapshot_older_than_the_feed_kept_is_not_used(published: tuple[str, s
         start = newcomer.pipeline.scopes.cold_starts[scope]
         assert start.source == "build" and "older than the change feed" in start.refused
         assert_like_a_fresh_build(newcomer, scope, [])
+
+
+def test_one_node_republishes_as_the_scope_grows_and_the_others_skip(
+    published: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from semcache import scopes as scopes_module
+
+    monkeypatch.setattr(scopes_module, "PUBLISH_AFTER", 10)
+    dsn, scope = published
+    with node(dsn) as a, node(dsn) as b:
+        for cache in (a, b):
+            started(cache)
+            assert cache.pipeline.scopes.cold_starts[scope].source == "snapshot"
+        store = a.pipeline.store
+        assert isinstance(store, PostgresStore)
+        first = store.snapshot_head(scope)
+        fill(a, range(120, 125))
+        for cache in (a, b):
+            started(cache)  # both apply the five new entries
+            cache.pipeline.scopes.save(publish=True)
+            assert cache.pipeline.scopes.wait(scope, timeout=120, publishing=True)
+        assert scope not in a.pipeline.scopes.published  # under PUBLISH_AFTER: nothing
+        fill(a, range(125, 140))
+        for cache in (a, b):
+            started(cache)
+        a.pipeline.scopes.save(publish=True)
+        assert a.pipeline.scopes.wait(scope, timeout=120, publishing=True)
+        b.pipeline.scopes.save(publish=True)
+        assert b.pipeline.scopes.wait(scope, timeout=120, publishing=True)
+        second = store.snapshot_head(scope)
+        assert first is not None and second is not None and second.count == 140
+        assert second.seq > first.seq and a.pipeline.scopes.published[scope].vectors == 140
+        assert scope not in b.pipeline.scopes.published  # a published first: b counts afresh
+        assert b.pipeline.scopes.index is not None
+        assert b.pipeline.scopes.index.unsaved(scope) == 0

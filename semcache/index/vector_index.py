@@ -332,12 +332,27 @@ class VectorIndex:
             state = self._scopes.get(scope)
             return state.unsaved if state else 0
 
-    def load_snapshot(self, scope: str, path: Path, watermark: int, tombstones: list[int]) -> str:
+    def saved(self, scope: str) -> None:
+        """Count ``scope`` as saved now (another process published as much)."""
+        with self._lock:
+            state = self._scopes.get(scope)
+            if state is not None:
+                state.unsaved = 0
+
+    def load_snapshot(
+        self,
+        scope: str,
+        path: Path,
+        watermark: int,
+        tombstones: list[int],
+        crc32: int | None = None,
+    ) -> str:
         """Install ``scope`` from a downloaded snapshot file (written by ``export``) with the
         ids removed since it was built; "" when installed, else why it was refused (damaged:
         a warning, once per scope; other settings: a note). Its header must say it covers the
-        feed up to ``watermark`` (the position its head row announces)."""
-        found = self._from_path(path)
+        feed up to ``watermark`` (the position its head row announces). ``crc32``: as computed
+        while downloading (``file_format.Receiver``)."""
+        found = self._from_path(path, crc32)
         if not isinstance(found, _Refusal) and found[2] != watermark:
             found = _Refusal(f"covers feed position {found[2]}, not {watermark}")
         if isinstance(found, _Refusal):
@@ -349,7 +364,7 @@ class VectorIndex:
             self._scopes.setdefault(scope, _Scope(index, kind, watermark, set(tombstones)))
         return ""
 
-    def _from_path(self, path: Path) -> tuple[Any, str, int] | _Refusal:
+    def _from_path(self, path: Path, crc32: int | None = None) -> tuple[Any, str, int] | _Refusal:
         """The index saved at ``path`` with its stage and watermark, or why not."""
         try:
             handle = open(path, "rb", buffering=0)  # noqa: SIM115
@@ -363,7 +378,7 @@ class VectorIndex:
                 stale = self._stale(meta)
                 if stale:
                     return _Refusal(stale, damaged=False)
-                index, watermark = self._read(handle, meta, start)
+                index, watermark = self._read(handle, meta, start, crc32)
             except Exception as exc:  # any damage means: rebuild from the store
                 return _Refusal(f"is damaged ({exc})")
         return index, str(meta["kind"]), watermark
@@ -378,13 +393,15 @@ class VectorIndex:
             return f"was built by embedder {meta.get('embedder')!r}, not {self.embedder!r}"
         return ""
 
-    def _read(self, handle: io.FileIO, meta: dict[str, Any], start: int) -> tuple[Any, int]:
+    def _read(
+        self, handle: io.FileIO, meta: dict[str, Any], start: int, crc32: int | None = None
+    ) -> tuple[Any, int]:
         """Check a file's header against this index and the bytes against their size and CRC-32,
         then let FAISS read the index from the same descriptor; ValueError on any mismatch."""
         faiss = self._faiss
         if meta.get("dimension") != self.dimension or meta.get("owner") != self.owner:
             raise ValueError("saved for another database or dimension")
-        index = file_format.read_index(faiss, handle, meta, start)
+        index = file_format.read_index(faiss, handle, meta, start, crc32)
         watermark = meta.get("watermark")
         if not isinstance(watermark, int) or not isinstance(index, faiss.IndexIDMap2):
             raise ValueError("not an index of entry ids")

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -187,6 +187,12 @@ class SnapshotHead:
     created_at: float
 
 
+class Sink(Protocol):
+    """Where downloaded bytes go (a file, or a writer that checksums on the way)."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
 @runtime_checkable
 class SnapshotStore(Protocol):
     """A store that keeps one prebuilt index per scope (PostgreSQL; a SQLite cache keeps its
@@ -207,7 +213,7 @@ class SnapshotStore(Protocol):
         ``meta``; False (nothing written) when one as new exists or another node is publishing."""
         ...
 
-    def download_snapshot(self, scope: str, target: BinaryIO) -> SnapshotHead | None:
+    def download_snapshot(self, scope: str, target: Sink) -> SnapshotHead | None:
         """Write ``scope``'s snapshot into ``target``, as one consistent read; None when there
         is none (or it vanished meanwhile)."""
         ...

@@ -33,11 +33,11 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
-from semcache.storage.base import SnapshotHead
+from semcache.storage.base import Sink, SnapshotHead
 from semcache.storage.postgres import migrations
 
 CHUNK = 32 << 20  # bytes per chunk row
@@ -119,7 +119,7 @@ def publish(
     return True
 
 
-def download(conn: Any, scope: str, target: BinaryIO) -> SnapshotHead | None:
+def download(conn: Any, scope: str, target: Sink) -> SnapshotHead | None:
     """Write ``scope``'s snapshot (the saved-index file) into ``target`` from one consistent
     snapshot of the database; None when there is none. A chunk missing or of the wrong total
     size raises ValueError (the caller treats the snapshot as damaged)."""

@@ -18,12 +18,12 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from semcache.errors import ConfigMismatchError, StoreError
-from semcache.storage.base import Changes, NewEntry, SnapshotHead
+from semcache.storage.base import Changes, NewEntry, Sink, SnapshotHead
 from semcache.storage.postgres import books, feed, migrations, rows, snapshots
 from semcache.storage.postgres.connect import Connections
 from semcache.storage.schema import FORMAT_VERSION
@@ -229,7 +229,7 @@ class PostgresStore:
         with self._db.reading() as conn:
             return snapshots.publish(conn, scope, source, meta, tombstones, replacing=replacing)
 
-    def download_snapshot(self, scope: str, target: BinaryIO) -> SnapshotHead | None:
+    def download_snapshot(self, scope: str, target: Sink) -> SnapshotHead | None:
         with self._db.reading() as conn:
             return snapshots.download(conn, scope, target)
 
