@@ -20,6 +20,11 @@ the semantic figure plus that. GPTCache is not compared here (not installed on t
 
     python benchmarks/fleet.py --entries 10000 --nodes 4
     python benchmarks/fleet.py --entries 100000 --nodes 4 --out benchmarks/results/fleet.md
+
+``--cold-start`` measures a new node's start from a prebuilt snapshot instead (``cold_start``):
+
+    python benchmarks/fleet.py --cold-start --entries 100000 --nodes 2
+    python benchmarks/fleet.py --cold-start --entries 1000000 --nodes 1 --out benchmarks/results/fleet.md
 """
 
 from __future__ import annotations
@@ -207,7 +212,15 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--model", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--cold-start", action="store_true", help="snapshot cold start only")
+    parser.add_argument("--after", type=int, default=1000, help="(--cold-start) entries added "
+                        "and as many deleted after the snapshot")  # fmt: skip
     args = parser.parse_args()
+    if args.cold_start:
+        from fleet_cold import cold_start
+
+        cold_start(args.server, args.entries, args.nodes, args.after, args.out)
+        return
     import psycopg
 
     load_before = os.getloadavg()[0]

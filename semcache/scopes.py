@@ -13,6 +13,17 @@ A lookup reads the store's changes only when the store's ``change_token`` for th
 since the latest catch-up (PostgreSQL: a notification, a reconnect or the fallback poll of
 ``semcache.storage.postgres.listen``); a store without that hint (SQLite) is asked every time.
 
+Prebuilt snapshots (a store shared by a fleet: ``SnapshotStore``): a node that built a scope's
+HNSW graph publishes it, with the change-feed position it covers, unless the database holds one as
+new; it publishes again once ``PUBLISH_AFTER`` vectors were added since (from the periodic
+maintenance, in a thread). A node whose first lookup in a scope finds a snapshot downloads it in
+the background instead of building (lookups meanwhile: exact tier only, as during a build),
+checks it (checksum, embedder, dimension, vector kind, database, feed position: the checks a
+saved file gets), installs it with the ids removed before its position, and applies the feed
+from there, removals included: the result holds what a fresh build would. A damaged or
+mismatched snapshot is treated as absent (one log line per scope): the node builds, and then
+replaces a damaged one.
+
 One catch-up of a scope runs at a time. A lookup that waited for another thread's catch-up, which
 began after the lookup arrived, uses its result instead of asking the store again; and when that
 catch-up found the store unavailable, the lookup gives up at once. Without this, threads queued on
@@ -23,9 +34,10 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,9 +45,40 @@ from semcache.embedding.base import Embedder
 from semcache.errors import StoreUnavailableError
 from semcache.index import file_format, vector_index
 from semcache.index.vector_index import VectorIndex, VectorKind
-from semcache.storage.base import Changes, Store
+from semcache.storage.base import Changes, SnapshotHead, SnapshotStore, Store
 
 logger = logging.getLogger("semcache")
+
+# Vectors added to a scope before a node publishes a new snapshot. A new node inserts what was
+# added since the snapshot into its HNSW graph (a few ms each on 2 shared cores), so this bounds
+# its catch-up; a publish costs this node the export (its searches wait while the file is
+# written: seconds at a million vectors) and an upload in a thread.
+PUBLISH_AFTER = 10_000
+
+
+@dataclass
+class ColdStart:
+    """How this process got a scope's first large index (for benchmarks and logs): from a
+    ``"snapshot"`` or a ``"build"``, the seconds until searchable, and their parts."""
+
+    source: str
+    seconds: float = 0.0
+    download_s: float = 0.0  # the snapshot's bytes from the database to a temporary file
+    install_s: float = 0.0  # checksum, FAISS deserialization, header checks
+    catch_up_s: float = 0.0  # reading and applying the feed after the snapshot's position
+    changes: int = 0  # entries added and removed by that catch-up
+    refused: str = ""  # why a snapshot found was not used
+
+
+@dataclass
+class Published:
+    """One snapshot this process published: sizes and seconds (export: the file written under
+    the index's lock; upload: into the database)."""
+
+    bytes: int
+    vectors: int
+    export_s: float
+    upload_s: float
 
 
 @dataclass
@@ -60,6 +103,11 @@ class Scopes:
         self._catch_ups: dict[str, _CatchUps] = {}
         # Scopes whose first index is being built, each with the event set when it is done.
         self.building: dict[str, threading.Event] = {}
+        self.publishing: dict[str, threading.Event] = {}  # snapshots being published
+        self.cold_starts: dict[str, ColdStart] = {}
+        self.published: dict[str, Published] = {}
+        self._bad_snapshots: set[str] = set()  # names of snapshots refused: not downloaded again
+        self._known_heads: dict[str, int] = {}  # scope -> feed position of the last snapshot seen
 
     def folder(self) -> Path | None:
         """Where large scopes' indexes are saved: ``<database file>.index/`` (none in memory)."""
@@ -85,6 +133,7 @@ class Scopes:
                         self.folder(),
                         self.store.settings().get("database_id", ""),
                         vectors=self.vectors,
+                        embedder=embedder.name,
                     )
                 index = self.index
         if not index.has(scope):
@@ -108,6 +157,11 @@ class Scopes:
             started = time.monotonic()
             token = self.store.change_token(scope)  # taken before the read it vouches for
             try:
+                if not index.has(scope):
+                    head = self._usable_snapshot(index, scope)
+                    if head is not None:
+                        self._in_background(scope, lambda: self._from_snapshot(index, scope, head))
+                        return index
                 changes = self.store.changes(scope, index.watermark(scope), index.dimension)
                 if changes.reload:  # too far behind for the feed: rebuild from the store
                     index.drop(scope)
@@ -133,33 +187,188 @@ class Scopes:
         token: Hashable | None,
     ) -> None:
         """Build a large scope's first index in a thread (called holding the scope's lock)."""
-        done = self.building[scope] = threading.Event()
         logger.info(
             "semcache: building the index of a scope of %d entries in the background; its "
             "lookups use the exact tier until it is ready",
             len(changes.ids),
         )
 
-        def build() -> None:
+        def build() -> str:
+            damaged = self._build(index, scope, changes)
+            with runs.lock:  # the build is a catch-up as of ``token``
+                runs.token = token
+            return damaged
+
+        self._in_background(scope, build)
+
+    def _in_background(self, scope: str, work: Callable[[], str]) -> None:
+        """Run ``work`` (which makes ``scope``'s first index and returns the name of a damaged
+        snapshot to replace, or "") in a thread, and then publish the result when this store
+        keeps snapshots. Called holding the scope's lock: lookups skip the scope meanwhile."""
+        done = self.building[scope] = threading.Event()
+        published = self.publishing[scope] = threading.Event()
+
+        def run() -> None:
+            damaged, self.cold_starts[scope] = "", ColdStart("")
             try:
-                index.add(scope, changes.ids, changes.vectors, cursor=changes.cursor)
-                if changes.removed:
-                    self.forget(scope, changes.removed)
-                with runs.lock:  # the build is a catch-up as of ``token``
-                    runs.token = token
+                damaged = work()
             except Exception as exc:  # the next lookup loads the scope again
                 logger.warning("semcache: building the index of a scope failed: %s", exc)
             finally:
                 del self.building[scope]
                 done.set()
+            try:
+                if self.cold_starts[scope].source == "build":
+                    self.publish(scope, replacing=damaged)
+            finally:
+                published.set()
 
-        threading.Thread(target=build, name=f"semcache-build-{scope[:12]}", daemon=True).start()
+        threading.Thread(target=run, name=f"semcache-build-{scope[:12]}", daemon=True).start()
 
-    def wait(self, scope: str | None = None, timeout: float | None = None) -> bool:
-        """Wait until ``scope``'s index (None: every scope's) is no longer being built, for
-        benchmarks and tools that need it whole; False when ``timeout`` seconds passed first."""
-        builds = [self.building.get(scope)] if scope is not None else list(self.building.values())
-        return all(done is None or done.wait(timeout) for done in builds)
+    def _build(self, index: VectorIndex, scope: str, changes: Changes) -> str:
+        """Make ``scope``'s index from a full load of its entries."""
+        began = time.monotonic()
+        index.add(scope, changes.ids, changes.vectors, cursor=changes.cursor)
+        if changes.removed:
+            self.forget(scope, changes.removed)
+        self.cold_starts[scope] = ColdStart("build", time.monotonic() - began)
+        return ""
+
+    # -- prebuilt snapshots ---------------------------------------------------------------------
+
+    def _usable_snapshot(self, index: VectorIndex, scope: str) -> SnapshotHead | None:
+        """The scope's snapshot in the store, when its head row says it was built with this
+        index's settings and it was not refused before (a mismatch is noted once)."""
+        if not isinstance(self.store, SnapshotStore):
+            return None
+        head = self.store.snapshot_head(scope)
+        if head is None or head.snapshot in self._bad_snapshots:
+            return None
+        ours = (index.dimension, index.vectors, index.embedder)
+        if (head.dimension, head.vectors, head.embedder) != ours:
+            self._bad_snapshots.add(head.snapshot)
+            index.refuse(
+                scope, f"was built with {head.dimension} dimensions, vectors={head.vectors!r}, "
+                f"embedder {head.embedder!r}", False, "prebuilt index in the database",
+            )  # fmt: skip
+            return None
+        return head
+
+    def _from_snapshot(self, index: VectorIndex, scope: str, head: SnapshotHead) -> str:
+        """Download, check and install ``scope``'s snapshot, then apply the feed after it; when
+        the snapshot is refused (or the feed no longer reaches back to it), build instead.
+        Returns the name of a snapshot found damaged ("" otherwise)."""
+        assert isinstance(self.store, SnapshotStore)
+        began = time.monotonic()
+        start = ColdStart("snapshot")
+        with tempfile.TemporaryDirectory(prefix="semcache-snapshot-") as folder:
+            path = Path(folder) / "scope.faiss"
+            try:
+                with open(path, "wb") as handle:
+                    received = file_format.Receiver(handle)  # checksums as the bytes arrive
+                    found = self.store.download_snapshot(scope, received)
+            except (OSError, ValueError) as exc:  # a chunk missing, or no room for the file
+                found, start.refused = None, f"could not be downloaded ({exc})"
+                index.refuse(scope, start.refused, True, "prebuilt index in the database")
+            start.download_s = time.monotonic() - began
+            if found is not None:
+                start.refused = index.load_snapshot(
+                    scope, path, found.seq, found.tombstones, received.crc32
+                )
+                start.install_s = time.monotonic() - began - start.download_s
+        damaged = head.snapshot if start.refused else ""
+        if found is None or start.refused:
+            self._bad_snapshots.add(head.snapshot)
+            return self._rebuild(index, scope, start, began) or damaged
+        changes = self.store.changes(scope, index.watermark(scope), index.dimension)
+        if changes.reload:  # the feed was pruned past the snapshot: it is too old to use
+            index.drop(scope)
+            start.refused = "is older than the change feed kept"
+            return self._rebuild(index, scope, start, began)
+        self._known_heads[scope] = found.seq
+        index.add(scope, changes.ids, changes.vectors, cursor=changes.cursor)
+        if changes.removed:
+            self.forget(scope, changes.removed)
+        if not index.has(scope):  # the removals left too many tombstones: build afresh
+            start.refused = "holds too many removed entries"
+            return self._rebuild(index, scope, start, began)
+        start.changes = len(changes.ids) + len(changes.removed)
+        start.seconds = time.monotonic() - began
+        start.catch_up_s = start.seconds - start.download_s - start.install_s
+        self.cold_starts[scope] = start
+        logger.info(
+            "semcache: loaded the prebuilt index of a scope (%d vectors) in %.1f s, then %d "
+            "changes from the feed", index.size(scope), start.seconds, start.changes,
+        )  # fmt: skip
+        return ""
+
+    def _rebuild(self, index: VectorIndex, scope: str, start: ColdStart, began: float) -> str:
+        """Build ``scope`` from its entries after a snapshot was not used (``start.refused``)."""
+        self._build(index, scope, self.store.changes(scope, 0, index.dimension))
+        self.cold_starts[scope] = ColdStart(
+            "build", time.monotonic() - began, start.download_s, refused=start.refused
+        )
+        return ""
+
+    def publish(
+        self, scope: str, *, replacing: str = "", periodic: bool = False
+    ) -> Published | None:
+        """Publish ``scope``'s HNSW index as the store's snapshot when the store keeps them and
+        holds none as new (or holds ``replacing``, a damaged one); None when nothing was
+        published. Failures are logged, never raised: a snapshot is only an accelerator.
+
+        ``periodic`` (maintenance, not a build): also skip when another node published since
+        this one last saw a snapshot of the scope, and count that as this node's publish.
+        Every node applies the same feed, so they all reach ``PUBLISH_AFTER`` together: the
+        first publishes, the others skip and start counting again."""
+        index, store = self.index, self.store
+        if not isinstance(store, SnapshotStore) or index is None or index.kind(scope) != "hnsw":
+            return None
+        try:
+            head = store.snapshot_head(scope)
+            if head is not None and head.snapshot != replacing:
+                newer = head.seq > self._known_heads.get(scope, 0)
+                if head.seq >= index.watermark(scope) or (periodic and newer):
+                    self._known_heads[scope] = head.seq
+                    index.saved(scope)
+                    return None
+            with tempfile.TemporaryDirectory(prefix="semcache-snapshot-") as folder:
+                path = Path(folder) / "scope.faiss"
+                began = time.monotonic()
+                # No catch-up of the scope while it is written: its feed position, additions
+                # and removals are exported as one state.
+                with self._runs(scope).lock:
+                    exported = index.export(scope, path)
+                if exported is None:
+                    return None
+                exported_at = time.monotonic()
+                if not store.publish_snapshot(
+                    scope, path, exported.meta, exported.tombstones, replacing=replacing
+                ):
+                    return None
+                self._known_heads[scope] = int(exported.meta["watermark"])
+                report = Published(
+                    path.stat().st_size, int(exported.meta["count"]), exported_at - began,
+                    time.monotonic() - exported_at,
+                )  # fmt: skip
+            self.published[scope] = report
+            return report
+        except Exception as exc:
+            logger.warning("semcache: could not publish the index of a scope: %s", exc)
+            return None
+
+    def wait(
+        self, scope: str | None = None, timeout: float | None = None, *, publishing: bool = False
+    ) -> bool:
+        """Wait until ``scope``'s index (None: every scope's) is no longer being built (and with
+        ``publishing``, published), for benchmarks and tools that need it whole; False when
+        ``timeout`` seconds passed first."""
+        groups = [self.building, self.publishing] if publishing else [self.building]
+        if scope is not None:
+            waits = [group.get(scope) for group in groups]
+        else:
+            waits = [done for group in groups for done in list(group.values())]
+        return all(done is None or done.wait(timeout) for done in waits)
 
     def _runs(self, scope: str) -> _CatchUps:
         with self._lock:
@@ -173,7 +382,30 @@ class Scopes:
         if self.index is not None and self.index.remove(scope, ids):
             self.index.drop(scope)  # too many tombstones: rebuild from the store next time
 
-    def save(self, min_unsaved: int = 1) -> None:
-        """Save large scopes' indexes beside the database (see ``VectorIndex.save``)."""
-        if self.index is not None:
-            self.index.save(min_unsaved=min_unsaved)
+    def save(self, min_unsaved: int = 1, *, publish: bool = False) -> None:
+        """Save large scopes' indexes beside the database (see ``VectorIndex.save``); with
+        ``publish``, also publish, in a thread, the snapshot of each scope that gained
+        ``PUBLISH_AFTER`` vectors since its last one (a store that keeps snapshots)."""
+        index = self.index
+        if index is None:
+            return
+        index.save(min_unsaved=min_unsaved)
+        if not publish or not isinstance(self.store, SnapshotStore):
+            return
+        with self._lock:
+            scopes = list(self._catch_ups)
+        for scope in scopes:
+            busy = self.publishing.get(scope)
+            if (busy is not None and not busy.is_set()) or scope in self.building:
+                continue
+            if index.kind(scope) == "hnsw" and index.unsaved(scope) >= PUBLISH_AFTER:
+                done = self.publishing[scope] = threading.Event()
+
+                def run(scope: str = scope, done: threading.Event = done) -> None:
+                    try:
+                        self.publish(scope, periodic=True)
+                    finally:
+                        done.set()
+
+                name = f"semcache-publish-{scope[:12]}"
+                threading.Thread(target=run, name=name, daemon=True).start()

@@ -138,7 +138,7 @@ class Upkeep:
             if self.settings.auto_tune and (self._new_labels >= enough or self._timers.due("tune")):
                 self.tune(apply=True, source="auto")
             if self._timers.due("save_index"):
-                self.scopes.save(min_unsaved=_SAVE_AFTER)
+                self.scopes.save(min_unsaved=_SAVE_AFTER, publish=True)
         except Exception as exc:
             logger.debug("semcache: maintenance postponed: %s", exc)
 

@@ -81,18 +81,41 @@ def read_header(handle: io.FileIO) -> tuple[dict[str, Any], int]:
     return meta, end + 1
 
 
-def read_index(faiss: Any, handle: io.FileIO, meta: dict[str, Any], start: int) -> Any:
-    """The index behind the header, once its size and checksum match; ValueError otherwise."""
+def read_index(
+    faiss: Any, handle: io.FileIO, meta: dict[str, Any], start: int, crc32: int | None = None
+) -> Any:
+    """The index behind the header, once its size and checksum match; ValueError otherwise.
+    ``crc32``: the checksum of the index bytes as a ``Receiver`` computed them while the file
+    was written (spares reading it twice)."""
     size = meta.get("bytes")
     if not isinstance(size, int) or os.fstat(handle.fileno()).st_size != start + size:
         raise ValueError("file size does not match its header")
-    if _crc32(handle, start, size) != meta.get("crc32"):
+    if crc32 is None or start != HEADER:
+        crc32 = _crc32(handle, start, size)
+    if crc32 != meta.get("crc32"):
         raise ValueError("checksum does not match")
     handle.seek(start)
     index = faiss.read_index(faiss.PyCallbackIOReader(handle.read, CHUNK))
     if handle.tell() != start + size:
         raise ValueError("the index ends before the file does")
     return index
+
+
+class Receiver:
+    """A file-like sink for a saved file arriving in pieces (a download): writes them to
+    ``handle`` and computes the CRC-32 of everything after the header on the way."""
+
+    def __init__(self, handle: io.BufferedWriter) -> None:
+        self._handle = handle
+        self._offset = 0
+        self.crc32 = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data)
+        skip = max(0, min(len(view), HEADER - self._offset))
+        self.crc32 = zlib.crc32(view[skip:], self.crc32)
+        self._offset += len(view)
+        return self._handle.write(view)
 
 
 def layout(faiss: Any, index: Any) -> tuple[str, str]:

@@ -28,6 +28,13 @@ foreign or mismatched file (the caller rebuilds from SQLite; the next save repla
 of another format or ``vectors`` choice is left unused without a warning. A valid file is always
 safe: the store is caught up from its watermark and every search result is checked against the
 store.
+
+Prebuilt snapshots (a fleet on PostgreSQL): the same file, written by ``export`` and installed by
+``load_snapshot``, is how a scope travels through the database to a new node
+(``semcache.scopes``). Its watermark is then a position in the store's change feed
+(``"cursor": "feed"`` in the header), and the ids of entries removed since it was built
+(tombstones of an HNSW graph) travel beside it, so that the node that installs it and applies the
+feed from that position holds what a fresh build would.
 """
 
 from __future__ import annotations
@@ -74,6 +81,16 @@ class _Scope:
 
 
 @dataclass(frozen=True)
+class Exported:
+    """A scope written by ``VectorIndex.export``: the file's header, the ids removed from the
+    scope since its graph was built, and how many vectors it had gained since its last export."""
+
+    meta: dict[str, Any]
+    tombstones: list[int]
+    unsaved: int
+
+
+@dataclass(frozen=True)
 class _Refusal:
     """Why a saved file is not used ("" when there is none); damage is warned about, a file made
     with other settings only noted."""
@@ -92,6 +109,7 @@ class VectorIndex:
         owner: str = "",
         *,
         vectors: VectorKind = "float32",
+        embedder: str = "",
     ) -> None:
         if vectors not in VECTOR_KINDS:
             raise UsageError(f"vectors must be one of {', '.join(VECTOR_KINDS)}; got {vectors!r}")
@@ -107,6 +125,7 @@ class VectorIndex:
         self.vectors: VectorKind = vectors
         self.folder = folder
         self.owner = owner  # the database's id: a file saved for another database is refused
+        self.embedder = embedder  # the embedder's name: a file built by another one is refused
         self._scopes: dict[str, _Scope] = {}
         self._reported: set[str] = set()
         self._lock = threading.Lock()
@@ -270,10 +289,10 @@ class VectorIndex:
         settings; False otherwise (with one warning per scope when the file is damaged)."""
         if self.folder is None or self.has(scope):
             return False
-        found = self._from_file(scope)
+        found = self._from_path(self.folder / f"{scope}.faiss")
         if isinstance(found, _Refusal):
             if found.why:
-                self._refused(scope, found.why, found.damaged)
+                self.refuse(scope, found.why, found.damaged)
             return False
         index, kind, watermark = found
         with self._lock:
@@ -285,16 +304,70 @@ class VectorIndex:
         read and checked as ``load`` does, and nothing is kept. For ``semcache check``."""
         if self.folder is None:
             return "no index folder"
-        found = self._from_file(scope)
+        found = self._from_path(self.folder / f"{scope}.faiss")
         if isinstance(found, _Refusal):
             return found.why or "no saved file"
         return ""
 
-    def _from_file(self, scope: str) -> tuple[Any, str, int] | _Refusal:
-        """The saved index of ``scope`` with its stage and watermark, or why not."""
-        assert self.folder is not None
+    def export(self, scope: str, target: Path) -> Exported | None:
+        """Write ``scope`` to ``target`` in the saved-file format, its watermark a change-feed
+        cursor, for publishing as a prebuilt snapshot; None when the scope is not held or is
+        due for a rebuild (a tenth of it tombstones). Holds the lock while writing, as ``save``
+        does (searches of this process wait for the write, never for the upload that follows)."""
+        with self._lock:
+            state = self._scopes.get(scope)
+            if state is None or len(state.tombstones) * 10 > state.index.ntotal:
+                return None
+            meta = self._meta(state, cursor="feed")
+            file_format.write(self._faiss, state.index, target, meta)
+            exported = Exported(
+                file_format.peek(target) or {}, sorted(state.tombstones), state.unsaved
+            )
+            state.unsaved = 0
+        return exported
+
+    def unsaved(self, scope: str) -> int:
+        """Vectors added to ``scope`` since it was last saved, exported or loaded."""
+        with self._lock:
+            state = self._scopes.get(scope)
+            return state.unsaved if state else 0
+
+    def saved(self, scope: str) -> None:
+        """Count ``scope`` as saved now (another process published as much)."""
+        with self._lock:
+            state = self._scopes.get(scope)
+            if state is not None:
+                state.unsaved = 0
+
+    def load_snapshot(
+        self,
+        scope: str,
+        path: Path,
+        watermark: int,
+        tombstones: list[int],
+        crc32: int | None = None,
+    ) -> str:
+        """Install ``scope`` from a downloaded snapshot file (written by ``export``) with the
+        ids removed since it was built; "" when installed, else why it was refused (damaged:
+        a warning, once per scope; other settings: a note). Its header must say it covers the
+        feed up to ``watermark`` (the position its head row announces). ``crc32``: as computed
+        while downloading (``file_format.Receiver``)."""
+        found = self._from_path(path, crc32)
+        if not isinstance(found, _Refusal) and found[2] != watermark:
+            found = _Refusal(f"covers feed position {found[2]}, not {watermark}")
+        if isinstance(found, _Refusal):
+            why = found.why or "is missing"
+            self.refuse(scope, why, found.damaged, "prebuilt index in the database")
+            return why
+        index, kind, _ = found
+        with self._lock:
+            self._scopes.setdefault(scope, _Scope(index, kind, watermark, set(tombstones)))
+        return ""
+
+    def _from_path(self, path: Path, crc32: int | None = None) -> tuple[Any, str, int] | _Refusal:
+        """The index saved at ``path`` with its stage and watermark, or why not."""
         try:
-            handle = open(self.folder / f"{scope}.faiss", "rb", buffering=0)  # noqa: SIM115
+            handle = open(path, "rb", buffering=0)  # noqa: SIM115
         except FileNotFoundError:
             return _Refusal("", damaged=False)
         except OSError as exc:
@@ -305,7 +378,7 @@ class VectorIndex:
                 stale = self._stale(meta)
                 if stale:
                     return _Refusal(stale, damaged=False)
-                index, watermark = self._read(handle, meta, start)
+                index, watermark = self._read(handle, meta, start, crc32)
             except Exception as exc:  # any damage means: rebuild from the store
                 return _Refusal(f"is damaged ({exc})")
         return index, str(meta["kind"]), watermark
@@ -316,15 +389,19 @@ class VectorIndex:
             return f"has format {meta.get('format')!r}, not {file_format.FORMAT}"
         if meta.get("vectors") != self.vectors:
             return f"holds vectors={meta.get('vectors')!r}, not {self.vectors!r}"
+        if meta.get("embedder", self.embedder) != self.embedder:  # files of 0.x name none
+            return f"was built by embedder {meta.get('embedder')!r}, not {self.embedder!r}"
         return ""
 
-    def _read(self, handle: io.FileIO, meta: dict[str, Any], start: int) -> tuple[Any, int]:
+    def _read(
+        self, handle: io.FileIO, meta: dict[str, Any], start: int, crc32: int | None = None
+    ) -> tuple[Any, int]:
         """Check a file's header against this index and the bytes against their size and CRC-32,
         then let FAISS read the index from the same descriptor; ValueError on any mismatch."""
         faiss = self._faiss
         if meta.get("dimension") != self.dimension or meta.get("owner") != self.owner:
             raise ValueError("saved for another database or dimension")
-        index = file_format.read_index(faiss, handle, meta, start)
+        index = file_format.read_index(faiss, handle, meta, start, crc32)
         watermark = meta.get("watermark")
         if not isinstance(watermark, int) or not isinstance(index, faiss.IndexIDMap2):
             raise ValueError("not an index of entry ids")
@@ -335,19 +412,21 @@ class VectorIndex:
         if index.ntotal != meta.get("count") or index.d != self.dimension:
             raise ValueError("vector count or dimension do not match")
         ids = faiss.vector_to_array(index.id_map)
-        if len(ids) and (int(ids.max()) > watermark or int(ids.min()) < 1):
+        # A feed cursor counts changes, not ids: an id may exceed it (a failed insert uses one).
+        highest = watermark if meta.get("cursor", "id") == "id" else np.iinfo(np.int64).max
+        if len(ids) and (int(ids.max()) > highest or int(ids.min()) < 1):
             raise ValueError("vector ids out of range")
         if meta["kind"] == "hnsw":
             _tune(faiss, index)
         return index, watermark
 
-    def _refused(self, scope: str, why: str, damaged: bool = True) -> None:
+    def refuse(self, scope: str, why: str, damaged: bool = True, what: str = "saved index") -> None:
         if scope in self._reported:
             return
         self._reported.add(scope)
         logger.log(
             logging.WARNING if damaged else logging.INFO,
-            "semcache: saved index of scope %s %s; rebuilt from the store", scope[:12], why,
+            "semcache: %s of scope %s %s; rebuilt from the store", what, scope[:12], why,
         )  # fmt: skip
 
     # -- internals ----------------------------------------------------------------------------
@@ -389,11 +468,17 @@ class VectorIndex:
     def _write(self, scope: str, state: _Scope) -> None:
         assert self.folder is not None
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        meta = {
+        file_format.write(
+            self._faiss, state.index, self.folder / f"{scope}.faiss", self._meta(state)
+        )
+
+    def _meta(self, state: _Scope, cursor: str = "id") -> dict[str, Any]:
+        """The header of a saved scope: what a reader checks before trusting it."""
+        return {
             "kind": state.kind, "vectors": self.vectors, "dimension": self.dimension,
-            "owner": self.owner, "count": int(state.index.ntotal), "watermark": state.watermark,
+            "owner": self.owner, "embedder": self.embedder, "count": int(state.index.ntotal),
+            "watermark": state.watermark, "cursor": cursor,
         }  # fmt: skip
-        file_format.write(self._faiss, state.index, self.folder / f"{scope}.faiss", meta)
 
 
 def _tune(faiss: Any, index: Any) -> None:

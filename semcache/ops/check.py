@@ -243,13 +243,18 @@ def _saved_index_finding(store: Rows, conn: Any, dimension: int, fix: bool) -> F
     if folder is None or not files:
         none = f"none (scopes under {PERSIST_AT:,} vectors are not saved)"
         return Finding("saved indexes", True, none)
-    owner = store.settings().get("database_id", "")
+    settings = store.settings()
+    owner, embedder = settings.get("database_id", ""), settings.get("embedder_name", "")
     scopes = {r[0] for r in conn.execute("SELECT DISTINCT scope FROM entries")}
     unusable: list[tuple[Path, str]] = []
     for path in files:
         kind = (file_format.peek(path) or {}).get("vectors")
         index = VectorIndex(
-            dimension, folder, owner, vectors=kind if kind in VECTOR_KINDS else "float32"
+            dimension,
+            folder,
+            owner,
+            vectors=kind if kind in VECTOR_KINDS else "float32",
+            embedder=embedder,
         )
         why = index.inspect(path.stem)
         if not why and path.stem not in scopes:

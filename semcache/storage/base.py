@@ -16,6 +16,10 @@ Maintenance (``semcache.ops``, the command line) works on rows beyond this proto
 also has ``Rows``'s methods (both engines do) runs the same SQL on either engine, written once with
 ``?`` placeholders in the SQL both engines accept; ``dialect`` says which engine it is where the two
 must differ (integrity checks, reclaiming space, catalog queries).
+
+A store shared by a fleet may also keep prebuilt indexes (``SnapshotStore``): a node that built a
+large scope's index publishes it with the feed position it covers, and a new node downloads it
+and applies the feed from there instead of building (``semcache.scopes``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import contextlib
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -205,4 +209,61 @@ class Rows(Store, Protocol):
 
     def table_bytes(self) -> int:
         """The space the cache takes: a file and its WAL, or the database's tables."""
+        ...
+
+
+@dataclass(frozen=True)
+class SnapshotHead:
+    """What a store says of a scope's prebuilt index before it is downloaded.
+
+    ``seq`` is the change-feed position the index covers; ``tombstones`` the ids it holds that
+    were removed before ``seq`` (an HNSW graph cannot delete). ``kind``, ``vectors``,
+    ``dimension`` and ``embedder`` repeat the file's header, so a node skips the download of a
+    snapshot made with other settings.
+    """
+
+    scope: str
+    snapshot: str
+    seq: int
+    kind: str
+    vectors: str
+    dimension: int
+    embedder: str
+    count: int
+    bytes: int
+    crc32: int
+    chunks: int
+    tombstones: list[int]
+    created_at: float
+
+
+class Sink(Protocol):
+    """Where downloaded bytes go (a file, or a writer that checksums on the way)."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
+@runtime_checkable
+class SnapshotStore(Protocol):
+    """A store that keeps one prebuilt index per scope (PostgreSQL; a SQLite cache keeps its
+    index files beside the database instead)."""
+
+    def snapshot_head(self, scope: str) -> SnapshotHead | None: ...
+
+    def publish_snapshot(
+        self,
+        scope: str,
+        source: Path,
+        meta: Mapping[str, Any],
+        tombstones: Sequence[int],
+        *,
+        replacing: str = "",
+    ) -> bool:
+        """Replace ``scope``'s snapshot with the saved-index file ``source`` whose header is
+        ``meta``; False (nothing written) when one as new exists or another node is publishing."""
+        ...
+
+    def download_snapshot(self, scope: str, target: Sink) -> SnapshotHead | None:
+        """Write ``scope``'s snapshot into ``target``, as one consistent read; None when there
+        is none (or it vanished meanwhile)."""
         ...

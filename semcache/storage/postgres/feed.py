@@ -27,6 +27,9 @@ from semcache.storage.base import Changes
 
 RETENTION = 24 * 3600.0  # seconds of feed kept: a replica idle for longer reloads its scopes
 BATCH = 20_000  # feed rows read per statement while catching up
+# A full load reads every vector of a scope in one statement (1.5 GB at a million MiniLM
+# vectors): more than a lookup's statement budget allows, so it gets its own.
+FULL_LOAD_TIMEOUT_MS = 300_000
 
 # One statement, so one snapshot: the pruning mark and the rows after ``cursor`` agree. The LATERAL
 # joins make the plan a nested loop from the (usually empty) feed rows: a plain join let the planner
@@ -73,6 +76,7 @@ def _full(conn: Any, scope: str, dimension: int) -> Changes:
     snapshot: entries of transactions after that position are read from the feed later."""
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        conn.execute(f"SET LOCAL statement_timeout = {FULL_LOAD_TIMEOUT_MS}")
         row = conn.execute(
             "SELECT greatest(coalesce((SELECT max(seq) FROM feed), 0), pruned_through) "
             "FROM feed_state WHERE one"

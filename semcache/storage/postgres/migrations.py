@@ -19,7 +19,7 @@ from semcache.errors import ConfigMismatchError
 
 # The advisory locks of a cache: (LOCK_CLASS, hashtext(schema) XOR offset) keys per schema.
 LOCK_CLASS = 770318
-MIGRATE_LOCK, FEED_LOCK, EVICT_LOCK = 0, 1, 2
+MIGRATE_LOCK, FEED_LOCK, EVICT_LOCK, SNAPSHOT_LOCK = 0, 1, 2, 3
 
 _V1 = (
     """CREATE TABLE settings (key text PRIMARY KEY, value text NOT NULL)""",
@@ -121,17 +121,37 @@ _V3 = (
     "CREATE INDEX instructor_cache_expires ON instructor_cache (expires_at)",
 )
 
+# Prebuilt FAISS indexes that a new node downloads instead of building
+# (``semcache.storage.postgres.snapshots``): one head row per scope, naming the chunks of its
+# current snapshot. Chunks are stored uncompressed out of line (STORAGE EXTERNAL): serialized
+# float vectors do not compress, and trying costs CPU on every publish. Independent of every
+# other migration's tables.
+_V4 = (
+    """CREATE TABLE index_snapshots (scope text PRIMARY KEY, snapshot text NOT NULL,
+        seq bigint NOT NULL, kind text NOT NULL, vectors text NOT NULL,
+        dimension integer NOT NULL, embedder text NOT NULL, count bigint NOT NULL,
+        bytes bigint NOT NULL, crc32 bigint NOT NULL, chunks integer NOT NULL,
+        tombstones bytea NOT NULL, created_at double precision NOT NULL)""",
+    """CREATE TABLE index_snapshot_chunks (snapshot text NOT NULL, n integer NOT NULL,
+        data bytea NOT NULL, PRIMARY KEY (snapshot, n))""",
+    "ALTER TABLE index_snapshot_chunks ALTER COLUMN data SET STORAGE EXTERNAL",
+)
+
 # (version, what it does, statements), oldest first; a released migration is never edited.
+# Every version not yet recorded is applied, in order (not only those above the highest): two
+# branches may each add a migration, and a database that got the later number first still
+# receives the other.
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "entries, bookkeeping, change feed", _V1),
     (2, "near-miss labels, threshold history", _V2),
     (3, "instructor's cache= table", _V3),
+    (4, "prebuilt index snapshots", _V4),
 )
 # Every table of a cache (what ``PostgresStore.table_bytes`` measures).
 TABLES = (
     "schema_migrations", "settings", "entries", "counters", "thresholds", "vetoes", "feedback",
     "audit", "shadow", "feed", "feed_state", "near_misses", "threshold_changes",
-    "instructor_cache",
+    "instructor_cache", "index_snapshots", "index_snapshot_chunks",
 )  # fmt: skip
 LATEST = MIGRATIONS[-1][0]
 
@@ -152,9 +172,10 @@ def version(conn: Any) -> int:
 def migrate(conn: Any) -> int:
     """Apply missing migrations in one transaction; returns the version reached.
 
-    ``conn`` is an autocommit psycopg connection. A current schema costs two reads and no lock.
+    ``conn`` is an autocommit psycopg connection. A current schema costs a few reads and no lock.
     """
-    if _check(version(conn)) == LATEST:
+    _check(version(conn))
+    if not _missing(conn):
         return LATEST
     with conn.transaction():
         conn.execute(f"SELECT pg_advisory_xact_lock({lock_key(MIGRATE_LOCK)})")
@@ -162,9 +183,10 @@ def migrate(conn: Any) -> int:
             "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
             "description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        current = _check(version(conn))  # another node may have migrated meanwhile
+        _check(version(conn))
+        missing = _missing(conn)  # another node may have migrated meanwhile
         for number, description, statements in MIGRATIONS:
-            if number <= current:
+            if number not in missing:
                 continue
             for statement in statements:
                 conn.execute(statement)
@@ -173,6 +195,14 @@ def migrate(conn: Any) -> int:
                 (number, description),
             )
     return LATEST
+
+
+def _missing(conn: Any) -> set[int]:
+    """The versions of ``MIGRATIONS`` the schema has not recorded."""
+    if conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0] is None:
+        return {number for number, _, _ in MIGRATIONS}
+    done = {int(v) for (v,) in conn.execute("SELECT version FROM schema_migrations").fetchall()}
+    return {number for number, _, _ in MIGRATIONS} - done
 
 
 def _check(found: int) -> int:

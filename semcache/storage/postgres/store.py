@@ -18,13 +18,14 @@ import contextlib
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from semcache.errors import CacheNotFoundError, ConfigMismatchError, StoreError
-from semcache.storage.base import Changes, NewEntry
-from semcache.storage.postgres import books, feed, listen, migrations, rows
+from semcache.storage.base import Changes, NewEntry, Sink, SnapshotHead
+from semcache.storage.postgres import books, feed, listen, migrations, rows, snapshots
 from semcache.storage.postgres.connect import Connections
 from semcache.storage.postgres.qmark import QmarkConnection
 from semcache.storage.schema import FORMAT_VERSION
@@ -42,7 +43,7 @@ _INSERT = (
 class PostgresStore:
     """One cache in a PostgreSQL database (the tables of the URL's current schema)."""
 
-    path = None  # no file: replicas are rebuilt from the database, never saved beside it
+    path = None  # no file: replicas come from the database (entries, or a prebuilt snapshot)
     dialect: Literal["postgresql"] = "postgresql"
 
     def __init__(self, dsn: str, *, busy_timeout: float = 5.0, create: bool = True) -> None:
@@ -264,6 +265,32 @@ class PostgresStore:
         """Entries in the database (kept by the feed trigger: no table scan)."""
         with self._db.reading() as conn:
             return int(conn.execute("SELECT entries FROM feed_state WHERE one").fetchone()[0])
+
+    # -- prebuilt indexes (``snapshots.py``) ------------------------------------------------
+
+    def snapshot_head(self, scope: str) -> SnapshotHead | None:
+        with self._db.reading() as conn:
+            return snapshots.head(conn, scope)
+
+    def publish_snapshot(
+        self,
+        scope: str,
+        source: Path,
+        meta: Mapping[str, Any],
+        tombstones: Sequence[int],
+        *,
+        replacing: str = "",
+    ) -> bool:
+        with self._db.reading() as conn:
+            return snapshots.publish(conn, scope, source, meta, tombstones, replacing=replacing)
+
+    def download_snapshot(self, scope: str, target: Sink) -> SnapshotHead | None:
+        with self._db.reading() as conn:
+            return snapshots.download(conn, scope, target)
+
+    def drop_snapshot(self, scope: str) -> None:
+        with self._db.reading() as conn:
+            snapshots.drop(conn, scope)
 
     # -- whole tables, for moving a cache between engines (``rows.py``) ---------------------
 
