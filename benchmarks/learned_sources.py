@@ -22,9 +22,7 @@ shown beside it.
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import json
 import random
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -36,6 +34,9 @@ from machine import describe
 from sources import (
     ROOT,
     Decide,
+    Point,
+    _jsonl,
+    arguments,
     banking,
     cosine_at,
     cosine_curve,
@@ -46,7 +47,6 @@ from sources import (
     verdict,
 )
 
-from semcache import DEFAULT_THRESHOLD
 from semcache.embedding import resolve_embedder
 from semcache.ops import tuning
 from semcache.verifiers import Chain, LearnedVerifier, default_verifier
@@ -72,31 +72,36 @@ LEAVES_OUT: dict[str, str | None] = {
 Row = dict[str, Any]
 
 
-def training_sources(shared: Path, vectors: Mapping[str, np.ndarray]) -> dict[str, list[Row]]:
-    """Labeled rows (a, b, label, family) of every source the learned stage may train on."""
-    out: dict[str, list[Row]] = {}
+def labeled_sources(shared: Path) -> dict[str, list[Row]]:
+    """Labeled rows (a, b, label, family) of the sources the learned stage may train on that
+    come as pairs; Banking77's are made from its queries once they are embedded."""
     written = sorted((ROOT / "data" / "written").glob("*.jsonl"))
-    out["data/written"] = [
-        {"a": r["a"], "b": r["b"], "label": int(r["label"]), "family": r["group"]}
-        for f in written
-        for r in _jsonl(f)
-    ]
-    out["data/pairs (train)"] = [
-        {"a": p.a, "b": p.b, "label": int(p.label), "family": f"pairs/{i // 25}"}
-        for i, p in enumerate(tuning.load_pairs(ROOT / "data/pairs/pairs.jsonl", split="train"))
-    ]
-    out["STS-B (train)"] = [
-        {"a": p.a, "b": p.b, "label": int(p.label), "family": f"stsb/{i % 20}"}
-        for i, p in enumerate(tuning.load_pairs(shared / "stsb.jsonl", split="train"))
-    ]
-    out["Banking77 (train)"] = banking_pairs(shared, vectors)
-    return out
+    return {
+        "data/written": [
+            {"a": r["a"], "b": r["b"], "label": int(r["label"]), "family": r["group"]}
+            for f in written
+            for r in _jsonl(f)
+        ],
+        "data/pairs (train)": [
+            {"a": p.a, "b": p.b, "label": int(p.label), "family": f"pairs/{i // 25}"}
+            for i, p in enumerate(tuning.load_pairs(ROOT / "data/pairs/pairs.jsonl", split="train"))
+        ],
+        "STS-B (train)": [
+            {"a": p.a, "b": p.b, "label": int(p.label), "family": f"stsb/{i % 20}"}
+            for i, p in enumerate(tuning.load_pairs(shared / "stsb.jsonl", split="train"))
+        ],
+    }
 
 
-def banking_pairs(shared: Path, vectors: Mapping[str, np.ndarray]) -> list[Row]:
-    rows = [r for r in _jsonl(shared / "banking77.jsonl") if r["split"] == "train"]
-    texts = [str(r["text"]) for r in rows]
-    labels = [str(r["label"]) for r in rows]
+def banking_train(shared: Path) -> list[tuple[str, str]]:
+    """Banking77's training queries as (text, intent)."""
+    rows = _jsonl(shared / "banking77.jsonl")
+    return [(str(r["text"]), str(r["label"])) for r in rows if r["split"] == "train"]
+
+
+def banking_pairs(train: Sequence[tuple[str, str]], vectors: Mapping[str, np.ndarray]) -> list[Row]:
+    texts = [t for t, _ in train]
+    labels = [label for _, label in train]
     matrix = np.stack([vectors[t] for t in texts])
     order = list(range(len(texts)))
     random.Random(SEED).shuffle(order)
@@ -113,26 +118,17 @@ def banking_pairs(shared: Path, vectors: Mapping[str, np.ndarray]) -> list[Row]:
     return pairs
 
 
-def banking_texts(shared: Path) -> list[str]:
-    return [str(r["text"]) for r in _jsonl(shared / "banking77.jsonl") if r["split"] == "train"]
-
-
 def fit_without(
     sources: Mapping[str, list[Row]], vectors: Mapping[str, np.ndarray], left_out: str | None
 ) -> dict[str, Any]:
-    rows = [
-        r
+    kept = [
+        (r, s)
         for name, source in sources.items()
         if name != left_out
         for r in source
-        if float(vectors[r["a"]] @ vectors[r["b"]]) >= PAIR_FLOOR
+        if (s := float(vectors[r["a"]] @ vectors[r["b"]])) >= PAIR_FLOOR
     ]
-    sims = [float(vectors[r["a"]] @ vectors[r["b"]]) for r in rows]
-    return train(rows, sims)
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return train([r for r, _ in kept], [s for _, s in kept])
 
 
 def _decide(verifier: Verifier) -> Decide:
@@ -147,42 +143,26 @@ def _instance(verifier: Verifier) -> Decide:
     return other
 
 
-def _cell(point: Any, cosine: float) -> str:
+def _cell(point: Point, cosine: float) -> str:
     return f"R {point.recall:.3f} P {point.precision:.3f} ({point.wrong}) {verdict(point.precision, cosine)}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
-    parser.add_argument("--shared", default=None, help="folder with the public sets")
-    parser.add_argument("--no-write", action="store_true", help="print only")
-    args = parser.parse_args(argv)
-    shared = Path(args.shared) if args.shared else ROOT.parent / "shared" / "data"
+    args, shared = arguments(__doc__.splitlines()[0], argv)
     if not (shared / "banking77.jsonl").exists():
         print(f"public sets not found in {shared}: nothing to measure")
         return
     embedder = resolve_embedder(None)
     sets = pair_sets(shared)
     warm, queries = banking(shared)
+    sources = labeled_sources(shared)
+    bank = banking_train(shared)
     texts = [t for pairs in sets.values() for a, b, _ in pairs for t in (a, b)]
-    texts += [t for t, _ in warm + queries] + banking_texts(shared)
-    texts += [
-        t
-        for f in (ROOT / "data" / "written").glob("*.jsonl")
-        for r in _jsonl(f)
-        for t in (r["a"], r["b"])
-    ]
-    texts += [
-        t
-        for p in tuning.load_pairs(ROOT / "data/pairs/pairs.jsonl", split="train")
-        for t in (p.a, p.b)
-    ]
-    texts += [
-        t for p in tuning.load_pairs(shared / "stsb.jsonl", split="train") for t in (p.a, p.b)
-    ]
+    texts += [t for rows in sources.values() for r in rows for t in (r["a"], r["b"])]
+    texts += [t for t, _ in warm + queries + bank]
     cache_dir = str(Path(tempfile.gettempdir()) / "semcache-bench-vectors")
     vectors = tuning.embed_texts(texts, embedder, cache_dir=cache_dir)
-    sources = training_sources(shared, vectors)
+    sources["Banking77 (train)"] = banking_pairs(bank, vectors)
     rules = default_verifier()
     models = {left: fit_without(sources, vectors, left) for left in [None, *sources]}
     shipped = Chain([rules, LearnedVerifier()])

@@ -271,13 +271,18 @@ def _decider(verifier: Verifier) -> Decide:
     return lambda a, b, s: verifier.verify(a, b, s).accept
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str, argv: Sequence[str] | None) -> tuple[argparse.Namespace, Path]:
+    """The options every sources benchmark takes, and the folder of the public sets."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     parser.add_argument("--shared", default=None, help="folder with the public sets")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
-    shared = Path(args.shared) if args.shared else ROOT.parent / "shared" / "data"
+    return args, Path(args.shared) if args.shared else ROOT.parent / "shared" / "data"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args, shared = arguments(__doc__.splitlines()[0], argv)
     shared_or_none = shared if (shared / "banking77.jsonl").exists() else None
     if shared_or_none is None:
         print(f"public sets not found in {shared}: only our own data is measured")

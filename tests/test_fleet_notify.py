@@ -17,7 +17,6 @@ import psycopg
 import pytest
 
 from semcache import SemanticCache
-from semcache.requests import entry_for
 from semcache.storage.postgres.listen import Listener
 from semcache.storage.postgres.store import PostgresStore, _insert
 
@@ -25,6 +24,7 @@ from . import fleet_node
 from .fleet_node import Answer, open_node, paraphrase, question
 from .pgserver import SERVER, admin, dsn_for, eventually
 from .tcpproxy import Relay
+from .test_fleet import planned_entry
 
 NEVER = 3600.0  # a fallback poll that does not happen during a test
 
@@ -49,13 +49,7 @@ def listening_replica(cache: SemanticCache, poll_every: float) -> Listener:
 def write_raw(dsn: str, cache: SemanticCache, item: int, *, notify: bool) -> int:
     """Write an entry as another node would, on a connection of its own; with ``notify`` the
     transaction notifies as semcache's writes do, without it as a writer that does not."""
-    plan = cache.plan(
-        messages=question(item), response_model=Answer, model="m", context=None, strict=True,
-        provider="openai", mode="tool_call", params={},
-    )  # fmt: skip
-    assert plan is not None
-    vector = cache.embedder.embed([plan.keyed.text or ""])[0]
-    entry = entry_for(plan, Answer(text=f"answer {item}"), None, vector, None)
+    _, entry = planned_entry(cache, item)
     assert entry is not None
     with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
         entry_id, _ = _insert(conn, entry, time.time())
