@@ -35,7 +35,7 @@ from semcache.lifecycle import check_threshold
 from semcache.pipeline import DEFAULT_NEAR_MISS_BAND, DEFAULT_THRESHOLD, Pipeline, Settings
 from semcache.requests import Plan
 from semcache.shadow import Shadow
-from semcache.storage import SQLiteStore, Store, open_location
+from semcache.storage import Location, SQLiteStore, Store, open_location
 from semcache.types import CacheHit, CacheStats
 from semcache.verifiers.agreement import DEFAULT_MARGIN
 from semcache.verifiers.base import Verifier
@@ -56,8 +56,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class SemanticCache:
     """A semantic response cache for structured LLM outputs, stored in one SQLite file, or in a
-    PostgreSQL database shared by many processes and machines (``"postgresql://user@host/db"``;
-    README, "Running a fleet").
+    PostgreSQL database shared by many processes and machines (``"postgresql://user@host/db"``,
+    or the application's ``psycopg_pool.ConnectionPool``, from which each call borrows a
+    connection; ``close()`` leaves the pool open. An ``AsyncConnectionPool`` is refused with a
+    ``UsageError``: the store is synchronous, the async wrapper runs it in threads, and async
+    connections belong to their event loop; pass its conninfo URL instead. README, "Running a
+    fleet").
 
     ``threshold`` is a cosine similarity in [-1, 1]: a semantic hit needs
     ``similarity >= threshold``. ``embedder`` is None for the bundled offline all-MiniLM-L6-v2, a
@@ -85,7 +89,7 @@ class SemanticCache:
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: Location,
         *,
         threshold: float = DEFAULT_THRESHOLD,
         embedder: Embedder | str | Any | None = None,

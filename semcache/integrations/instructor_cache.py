@@ -35,7 +35,7 @@ from instructor.cache import BaseCache
 
 from semcache.errors import SemcacheError, UsageError
 from semcache.pipeline import Front
-from semcache.storage import open_location
+from semcache.storage import Location, open_location
 from semcache.storage.base import Rows
 from semcache.storage.instructor_table import (
     BUMP_COUNTER,
@@ -46,6 +46,7 @@ from semcache.storage.instructor_table import (
     InstructorCacheStats,
     instructor_cache_stats,
 )
+from semcache.storage.location import is_pool
 
 logger = logging.getLogger("semcache")
 
@@ -54,8 +55,10 @@ class SQLiteCache(BaseCache):
     """instructor's ``cache=`` backend on a semcache cache: persistent, JSON only, TTL-aware.
 
     ``target`` is a path (the file is created if missing and closed by ``close()``), a
-    ``postgresql://`` URL (the database a fleet shares; ``close()`` closes its connections), an
-    open ``Store``, or a ``SemanticCache`` whose storage to share (both stay owned by the caller)::
+    ``postgresql://`` URL (the database a fleet shares; ``close()`` closes its connections), a
+    ``psycopg_pool.ConnectionPool`` (each call borrows one of its connections; the pool stays
+    open), an open ``Store``, or a ``SemanticCache`` whose storage to share (both stay owned by
+    the caller)::
 
         cache = SQLiteCache("cache.db")     # or SQLiteCache("postgresql://app@db/cache")
         client = instructor.from_openai(OpenAI(), cache=cache)
@@ -72,7 +75,7 @@ class SQLiteCache(BaseCache):
 
     def __init__(
         self,
-        target: str | os.PathLike[str] | Rows | Front,
+        target: Location | Rows | Front,
         *,
         busy_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
@@ -81,15 +84,16 @@ class SQLiteCache(BaseCache):
         self._owned = False
         pipeline = getattr(target, "pipeline", None)
         store = target if pipeline is None else getattr(pipeline, "store", None)
-        if isinstance(target, (str, os.PathLike)):
-            self._store: Rows = cast(Rows, open_location(target, busy_timeout=busy_timeout))
+        if isinstance(target, (str, os.PathLike)) or is_pool(target):
+            location = cast(Location, target)
+            self._store: Rows = cast(Rows, open_location(location, busy_timeout=busy_timeout))
             self._owned = True
         elif getattr(store, "dialect", None) in ("sqlite", "postgresql"):
             self._store = cast(Rows, store)
         else:
             raise UsageError(
-                "SQLiteCache takes a path, a postgresql:// URL, a semcache Store or a "
-                f"SemanticCache, not a {type(target).__name__}"
+                "SQLiteCache takes a path, a postgresql:// URL, a psycopg_pool.ConnectionPool, "
+                f"a semcache Store or a SemanticCache, not a {type(target).__name__}"
             )
         try:
             if self._store.dialect == "sqlite":  # PostgreSQL has it from a schema migration

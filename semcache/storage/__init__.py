@@ -4,23 +4,32 @@
 file), ``bookkeeping`` (counters, vetoes, audit, thresholds, feedback, shadow), ``sqlite``
 (``SQLiteStore``), ``ledger`` (bookkeeping buffered off the hot path) and ``instructor_table``
 (instructor's ``cache=`` table); ``postgres/`` is the PostgreSQL engine (``PostgresStore``),
-chosen by ``open_location`` for a ``postgresql://`` URL and imported only then.
+chosen by ``open_location`` for a ``postgresql://`` URL or a ``psycopg_pool.ConnectionPool``
+and imported only then.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from semcache.errors import CacheNotFoundError
 from semcache.storage.base import Changes, NewEntry, Rows, Store
-from semcache.storage.location import SCHEMES, is_postgres, redact, sqlite_target
+from semcache.storage.location import (
+    SCHEMES,
+    Location,
+    is_pool,
+    is_postgres,
+    redact,
+    sqlite_target,
+)
 from semcache.storage.sqlite import SQLiteStore
 
 __all__ = [
     "SCHEMES",
     "Changes",
+    "Location",
     "NewEntry",
     "Rows",
     "SQLiteStore",
@@ -39,17 +48,18 @@ def open_store(location: str | os.PathLike[str], *, busy_timeout: float = 5.0) -
     return SQLiteStore(sqlite_target(location), busy_timeout=busy_timeout)
 
 
-def open_location(location: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> Store:
+def open_location(location: Location, *, busy_timeout: float = 5.0) -> Store:
     """The store at ``location``: a PostgreSQL database for a ``postgresql://`` or
-    ``postgres://`` URL (``busy_timeout`` then bounds every statement), else ``open_store``."""
-    if is_postgres(location):
+    ``postgres://`` URL or a ``psycopg_pool.ConnectionPool`` (``busy_timeout`` then bounds every
+    statement), else ``open_store``."""
+    if is_postgres(location) or is_pool(location):
         from semcache.storage.postgres import PostgresStore
 
-        return PostgresStore(os.fspath(location), busy_timeout=busy_timeout)
-    return open_store(location, busy_timeout=busy_timeout)
+        return PostgresStore(_postgres(location), busy_timeout=busy_timeout)
+    return open_store(cast("str | os.PathLike[str]", location), busy_timeout=busy_timeout)
 
 
-def open_existing(location: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> Rows:
+def open_existing(location: Location, *, busy_timeout: float = 5.0) -> Rows:
     """The store of a cache that exists, for maintenance (``semcache.ops``, the command line).
 
     Opening a store creates a missing file or an empty schema; a typo must not produce an empty
@@ -57,11 +67,17 @@ def open_existing(location: str | os.PathLike[str], *, busy_timeout: float = 5.0
     ``CacheNotFoundError``; a server that cannot be reached a ``StoreUnavailableError``. Messages
     show a URL with its password replaced by ``***``.
     """
-    if is_postgres(location):
+    if is_postgres(location) or is_pool(location):
         from semcache.storage.postgres import PostgresStore
 
-        return PostgresStore(os.fspath(location), busy_timeout=busy_timeout, create=False)
+        return PostgresStore(_postgres(location), busy_timeout=busy_timeout, create=False)
+    location = cast("str | os.PathLike[str]", location)
     target = sqlite_target(location)  # a URL of another engine is a UsageError naming ours
     if target != ":memory:" and not Path(target).is_file():
         raise CacheNotFoundError(f"{redact(os.fspath(location))}: no such cache file")
     return cast(Rows, open_store(target, busy_timeout=busy_timeout))
+
+
+def _postgres(location: Location) -> Any:
+    """A PostgreSQL location as PostgresStore takes it: the URL as a str, or the pool itself."""
+    return os.fspath(location) if isinstance(location, (str, os.PathLike)) else location

@@ -1,4 +1,5 @@
-"""Where a cache lives: a file path, ``":memory:"``, or a URL naming a storage engine.
+"""Where a cache lives: a file path, ``":memory:"``, a URL naming a storage engine, or the
+application's ``psycopg_pool.ConnectionPool`` (a PostgreSQL cache borrowing its connections).
 
 A string with a URL scheme (``postgresql://...``) is never taken for a file name: before this check,
 ``SemanticCache("postgresql://host/db")`` created the folders ``postgresql:/host/`` and a SQLite
@@ -14,8 +15,15 @@ from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING, Any, Union
 
 from semcache.errors import UsageError
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
+# What SemanticCache, instructor's cache= adapter and open_location take.
+Location = Union[str, os.PathLike[str], "ConnectionPool[Any]"]
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 SCHEMES = ("sqlite", *POSTGRES_SCHEMES)  # URL schemes a cache location may use
@@ -40,6 +48,19 @@ def scheme(location: str | os.PathLike[str]) -> str | None:
 def is_postgres(location: object) -> bool:
     """Whether ``location`` is a ``postgresql://`` or ``postgres://`` URL."""
     return isinstance(location, (str, os.PathLike)) and scheme(location) in POSTGRES_SCHEMES
+
+
+def is_pool(location: object) -> bool:
+    """Whether ``location`` is a psycopg pool, sync or async (the store refuses an async one
+    with a message saying what to pass). psycopg_pool is imported only for an object that is
+    not a path, so a file cache never imports it."""
+    if isinstance(location, (str, bytes, os.PathLike)):
+        return False
+    try:
+        from psycopg_pool import AsyncConnectionPool, ConnectionPool
+    except ImportError:
+        return False
+    return isinstance(location, (ConnectionPool, AsyncConnectionPool))
 
 
 def sqlite_target(location: str | os.PathLike[str]) -> str:

@@ -2,7 +2,9 @@
 
 Each thread that uses the cache opens one connection, kept while the thread lives (only the
 thread's own storage holds it strongly, so it closes when the thread ends): a pool of 8 worker
-threads holds 8 connections per process.
+threads holds 8 connections per process. Given the application's ``psycopg_pool.ConnectionPool``
+instead of a URL, each ``borrow()`` takes a connection from that pool and gives it back
+(``pool.py``); the rules below hold the same way.
 
 Time budget of one call (documented in README, "Running a fleet"): connecting waits at most
 ``connect_timeout`` seconds; every statement at most ``statement_timeout`` (server side) and the
@@ -25,16 +27,20 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from semcache.errors import StoreError, StoreUnavailableError, UsageError
 from semcache.storage.location import redact
+from semcache.storage.postgres import pool as pooled
 
 try:
     import psycopg
     from psycopg import conninfo as _conninfo
 except ImportError:  # pragma: no cover - exercised by installs without the extra
     psycopg = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
 
 logger = logging.getLogger("semcache")
 
@@ -44,11 +50,12 @@ _SLOW_EVERY = 60.0  # seconds between two warnings about statement timeouts
 
 
 class Connections:
-    """Per-thread connections to one database (re-opened after a fork or a lost connection)."""
+    """Per-thread connections to one database (re-opened after a fork or a lost connection), or
+    connections borrowed from the application's pool."""
 
     def __init__(
         self,
-        dsn: str,
+        dsn: str | ConnectionPool[Any],
         *,
         statement_timeout: float = 5.0,
         connect_timeout: float = CONNECT_TIMEOUT,
@@ -57,20 +64,20 @@ class Connections:
             raise UsageError(
                 "a postgresql:// cache needs psycopg 3: pip install 'semcache[postgres]'"
             )
-        self.location = redact(dsn)
-        try:
-            params: dict[str, Any] = _conninfo.conninfo_to_dict(dsn)
-        except psycopg.Error:
-            raise UsageError(f"{self.location!r} is not a valid PostgreSQL URL") from None
+        self.pool: ConnectionPool[Any] | None = None  # the owner's: never closed here
+        if isinstance(dsn, str):
+            self.location = redact(dsn)
+            try:
+                params: dict[str, Any] = _conninfo.conninfo_to_dict(dsn)
+            except psycopg.Error:
+                raise UsageError(f"{self.location!r} is not a valid PostgreSQL URL") from None
+        else:
+            self.pool = pooled.checked(dsn)
+            params, self.location = pooled.params(self.pool)
         self._secret = str(params.get("password") or "")
-        options = str(params.get("options") or "")
-        ms = max(1, int(statement_timeout * 1000))
-        # JIT compiling costs ~13 ms, more than any of the cache's statements: it is off.
-        params["options"] = f"{options} -c statement_timeout={ms} -c jit=off".strip()
-        params.setdefault("connect_timeout", max(2, round(connect_timeout)))
-        params.setdefault("tcp_user_timeout", ms + 1000)
-        params.setdefault("application_name", "semcache")
-        self._params = params
+        self._timeout_ms = max(1, int(statement_timeout * 1000))
+        self._connect_timeout = connect_timeout
+        self._params = self._with_budget(params)
         self._local = threading.local()
         self._state = threading.Lock()
         # (opening process, connection): weak, so a thread's connection closes when it ends.
@@ -84,15 +91,56 @@ class Connections:
         self._told_slow = -_SLOW_EVERY
         self._budget = f"statement_timeout={statement_timeout:g} s"
 
+    def _with_budget(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` with the time budget of the module docstring (URL and listener only: a
+        pool's connections get the statement timeout when borrowed, ``pool.py``)."""
+        ms, options = self._timeout_ms, str(params.get("options") or "")
+        # JIT compiling costs ~13 ms, more than any of the cache's statements: it is off.
+        params["options"] = f"{options} -c statement_timeout={ms} -c jit=off".strip()
+        params.setdefault("connect_timeout", max(2, round(self._connect_timeout)))
+        params.setdefault("tcp_user_timeout", ms + 1000)
+        params.setdefault("application_name", "semcache")
+        return params
+
     def __repr__(self) -> str:
-        return f"Connections({self.location!r})"
+        via = "" if self.pool is None else f", pool={self.pool.name!r}"
+        return f"Connections({self.location!r}{via})"
 
     # -- connections ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def borrow(self) -> Iterator[Any]:
+        """A connection for the ``with`` block (autocommit: transactions are explicit): this
+        thread's own, or one of the application's pool, given back afterwards. Use it inside
+        ``guard()``: a failure to connect is an outage there.
+
+        A borrow inside another on the same thread gets the connection already lent, as it
+        would get the thread's own: a nested ``transaction()`` stays a savepoint of the outer
+        one, and never waits on locks the outer one holds, or on a pool of one."""
+        if self.pool is None:
+            yield self.connection()
+            return
+        lent = getattr(self._local, "lent", None)
+        if lent is not None:
+            yield lent
+            return
+        if self._closed:
+            raise StoreError("the cache is closed")
+        self._may_probe()
+        wait = float(self._params["connect_timeout"])
+        with pooled.borrowed(self.pool, self._timeout_ms, wait) as conn:
+            self._local.lent = conn
+            try:
+                yield conn
+            finally:
+                self._local.lent = None
 
     def connection(self) -> Any:
         """This thread's connection (autocommit: transactions are explicit), opened on demand."""
         if self._closed:
             raise StoreError("the cache is closed")
+        if self.pool is not None:
+            raise UsageError("a cache on a connection pool borrows connections: use borrow()")
         conn = getattr(self._local, "conn", None)
         if (
             conn is not None
@@ -115,10 +163,13 @@ class Connections:
     def dedicated(self, extra: dict[str, Any]) -> Any:
         """A new autocommit connection of this process outside the per-thread ones (the change
         listener's), with ``extra`` libpq parameters; psycopg's errors pass through (the caller
-        cleans them with ``clean``). Closed by its owner, or by ``close``."""
+        cleans them with ``clean``). Closed by its owner, or by ``close``. On a pool, it is
+        opened with the pool's parameters, read again each time, and takes no slot of the pool:
+        the listener holds it for as long as the cache is open."""
         if self._closed:
             raise StoreError("the cache is closed")
-        conn = psycopg.connect(autocommit=True, **{**self._params, **extra})
+        base = self._params if self.pool is None else self._with_budget(pooled.params(self.pool)[0])
+        conn = psycopg.connect(autocommit=True, **{**base, **extra})
         with self._state:
             self._all.append((os.getpid(), weakref.ref(conn)))
         return conn
@@ -173,19 +224,18 @@ class Connections:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
         """One transaction on this thread's connection: commit on success, rollback on error."""
-        with self.guard():
-            conn = self.connection()
-            with conn.transaction():
-                yield conn
+        with self.guard(), self.borrow() as conn, conn.transaction():
+            yield conn
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Any]:
-        """This thread's connection for reads outside a transaction (each statement commits)."""
-        with self.guard():
-            yield self.connection()
+        """A connection for reads outside a transaction (each statement commits)."""
+        with self.guard(), self.borrow() as conn:
+            yield conn
 
     def close(self) -> None:
-        """Close every connection this process opened; idempotent.
+        """Close every connection this process opened; idempotent. A pool's connections are
+        not this object's: they go back to it as each call ends, and the pool stays open.
 
         A forked child leaves its parent's connections alone: closing one would end the parent's
         session on the server (libpq sends a goodbye on the shared socket)."""

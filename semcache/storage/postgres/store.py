@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from semcache.storage.postgres.connect import Connections
 from semcache.storage.postgres.qmark import QmarkConnection
 from semcache.storage.schema import FORMAT_VERSION
 from semcache.types import Label, StoredEntry, ThresholdChange
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
 
 _ENTRY_COLUMNS = "id, exact_key, scope, prompt, response_json, raw_json, total_tokens"
 _INSERT = (
@@ -46,9 +49,13 @@ class PostgresStore:
     path = None  # no file: replicas come from the database (entries, or a prebuilt snapshot)
     dialect: Literal["postgresql"] = "postgresql"
 
-    def __init__(self, dsn: str, *, busy_timeout: float = 5.0, create: bool = True) -> None:
-        """Open the cache in the URL's schema. ``create=False`` (maintenance: the command line)
-        refuses a schema holding no semcache cache instead of creating one there."""
+    def __init__(
+        self, dsn: str | ConnectionPool[Any], *, busy_timeout: float = 5.0, create: bool = True
+    ) -> None:
+        """Open the cache in the URL's schema, or in the schema a ``psycopg_pool.ConnectionPool``'s
+        connections use (borrowed for each call, never closed here: ``pool.py``). ``create=False``
+        (maintenance: the command line) refuses a schema holding no semcache cache instead of
+        creating one there."""
         self.busy_timeout = busy_timeout
         self._db = Connections(dsn, statement_timeout=busy_timeout)
         self.location = self._db.location  # the URL with its password replaced by ***
@@ -72,7 +79,8 @@ class PostgresStore:
         )
 
     def __repr__(self) -> str:
-        return f"PostgresStore({self.location!r})"
+        pool = self._db.pool
+        return f"PostgresStore({self.location!r}{'' if pool is None else f', pool={pool.name!r}'})"
 
     @property
     def listener(self) -> listen.Listener:
@@ -297,10 +305,8 @@ class PostgresStore:
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[rows.Snapshot]:
         """Read whole tables (entries, settings, thresholds) from one consistent snapshot."""
-        with self._db.guard():
-            conn = self._db.connection()
-            with rows.read(conn) as snap:
-                yield snap
+        with self._db.guard(), self._db.borrow() as conn, rows.read(conn) as snap:
+            yield snap
 
     def add_rows(
         self,
