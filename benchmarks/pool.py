@@ -82,7 +82,7 @@ def main() -> None:
                 for kind, call in kinds.items():
                     for name, cache in order:
                         times.setdefault((kind, name), []).append(
-                            timed(lambda c=cache, f=call: f(c, item))  # type: ignore[misc]
+                            timed(lambda c=cache, f=call, i=item: f(c, i))  # type: ignore[misc]
                         )
             outages = {name: c.stats().store_outages for name, c in caches.items()}
     finally:
