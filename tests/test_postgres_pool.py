@@ -46,10 +46,10 @@ def open_cache(pool: Any, **options: Any) -> SemanticCache:
 
 @pytest.fixture
 def pool(pg_dsn: str) -> Iterator[ConnectionPool[Any]]:
-    """A pool of exactly one connection whose owner wants dicts as rows and no autocommit."""
-    with ConnectionPool(
-        pg_dsn, min_size=1, max_size=1, kwargs={"row_factory": dict_row}, open=True
-    ) as opened:
+    """A pool of exactly one connection whose owner wants dicts as rows and no autocommit, with
+    README's client-side socket timeout (which the change listener's connection takes too)."""
+    kwargs = {"row_factory": dict_row, "tcp_user_timeout": 6000}
+    with ConnectionPool(pg_dsn, min_size=1, max_size=1, kwargs=kwargs, open=True) as opened:
         opened.wait()
         yield opened
 
