@@ -13,18 +13,21 @@ import os
 from pathlib import Path
 from typing import cast
 
-from semcache.errors import CacheNotFoundError
-from semcache.storage.base import Changes, NewEntry, Rows, Store
+from semcache.errors import CacheNotFoundError, UsageError
+from semcache.storage.base import SEARCHES, Changes, NewEntry, Rows, Search, Store, VectorSearch
 from semcache.storage.location import SCHEMES, is_postgres, redact, sqlite_target
 from semcache.storage.sqlite import SQLiteStore
 
 __all__ = [
     "SCHEMES",
+    "SEARCHES",
     "Changes",
     "NewEntry",
     "Rows",
     "SQLiteStore",
+    "Search",
     "Store",
+    "VectorSearch",
     "open_existing",
     "open_location",
     "open_store",
@@ -39,13 +42,20 @@ def open_store(location: str | os.PathLike[str], *, busy_timeout: float = 5.0) -
     return SQLiteStore(sqlite_target(location), busy_timeout=busy_timeout)
 
 
-def open_location(location: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> Store:
+def open_location(
+    location: str | os.PathLike[str], *, busy_timeout: float = 5.0, search: Search = "local"
+) -> Store:
     """The store at ``location``: a PostgreSQL database for a ``postgresql://`` or
-    ``postgres://`` URL (``busy_timeout`` then bounds every statement), else ``open_store``."""
+    ``postgres://`` URL (``busy_timeout`` then bounds every statement), else ``open_store``.
+    ``search="pgvector"`` (PostgreSQL only) opens a store that searches its own vectors."""
+    if search not in SEARCHES:
+        raise UsageError(f"search must be one of {', '.join(SEARCHES)}; got {search!r}")
     if is_postgres(location):
         from semcache.storage.postgres import PostgresStore
 
-        return PostgresStore(os.fspath(location), busy_timeout=busy_timeout)
+        return PostgresStore(os.fspath(location), busy_timeout=busy_timeout, search=search)
+    if search != "local":
+        raise UsageError(f"search={search!r} needs a postgresql:// cache; a file searches locally")
     return open_store(location, busy_timeout=busy_timeout)
 
 

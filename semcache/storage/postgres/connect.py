@@ -52,7 +52,9 @@ class Connections:
         *,
         statement_timeout: float = 5.0,
         connect_timeout: float = CONNECT_TIMEOUT,
+        settings: str = "",
     ) -> None:
+        """``settings``: more ``-c name=value`` server settings for every session."""
         if psycopg is None:
             raise UsageError(
                 "a postgresql:// cache needs psycopg 3: pip install 'semcache[postgres]'"
@@ -66,7 +68,7 @@ class Connections:
         options = str(params.get("options") or "")
         ms = max(1, int(statement_timeout * 1000))
         # JIT compiling costs ~13 ms, more than any of the cache's statements: it is off.
-        params["options"] = f"{options} -c statement_timeout={ms} -c jit=off".strip()
+        params["options"] = f"{options} -c statement_timeout={ms} -c jit=off {settings}".strip()
         params.setdefault("connect_timeout", max(2, round(connect_timeout)))
         params.setdefault("tcp_user_timeout", ms + 1000)
         params.setdefault("application_name", "semcache")
