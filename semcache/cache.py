@@ -74,15 +74,16 @@ class SemanticCache:
     candidates are proposed, never in the similarity that decides (always from the float32 vector
     in SQLite). ``search="pgvector"`` (a ``postgresql://`` cache on a server with pgvector)
     searches each lookup's candidates in the database instead of a FAISS replica in this process
-    (README, "Running a fleet", says when to choose it). ``agreement_margin``: a semantic candidate is not served when another candidate at
-    or above the threshold, at most this much less similar, holds a different answer (labels,
-    numbers, ids and short strings are compared; prose is not); None serves the best accepted
-    candidate regardless (``semcache.verifiers.agreement``). ``near_miss_band``: when a request
-    misses and its nearest candidate lies this much or less below the threshold, the provider's
-    answer is compared with the candidate's when it is stored, and the outcome kept as a label
-    (``semcache.labels``; None: no labels). ``auto_tune=True`` moves each scope's threshold, up or
-    down, to the lowest one whose precision on those labels, shadow checks and ``mark_wrong``
-    feedback reaches ``target_precision`` with 95% confidence (``semcache.calibration``).
+    (README, "Running a fleet", says when to choose it). ``agreement_margin``: a semantic
+    candidate is not served when another candidate at or above the threshold, at most this much
+    less similar, holds a different answer (labels, numbers, ids and short strings are compared;
+    prose is not); None serves the best accepted candidate regardless
+    (``semcache.verifiers.agreement``). ``near_miss_band``: when a request misses and its nearest
+    candidate lies this much or less below the threshold, the provider's answer is compared with
+    the candidate's when it is stored, and the outcome kept as a label (``semcache.labels``;
+    None: no labels). ``auto_tune=True`` moves each scope's threshold, up or down, to the lowest
+    one whose precision on those labels, shadow checks and ``mark_wrong`` feedback reaches
+    ``target_precision`` with 95% confidence (``semcache.calibration``).
     """
 
     def __init__(

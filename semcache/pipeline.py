@@ -6,7 +6,8 @@ direct API and bulk loading all go through ``plan``/``serve``/``save`` here. Thi
 place that combines the store, the embedder, the index and the verifier.
 
 A lookup tries the exact tier first (one indexed read, nothing embedded), then embeds the request's
-variable text and asks the FAISS index of the request's scope for its nearest entries. Each
+variable text and asks the FAISS index of the request's scope for its nearest entries (or, with
+``search="pgvector"``, the database: ``_nearest`` is the one place that differs). Each
 candidate's similarity is recomputed from the float32 vector in storage, and that number alone
 decides a hit (``similarity >= threshold``) and is what ``CacheHit.similarity`` reports. A candidate
 must also pass feedback and the verifier, and its stored JSON must still validate against the

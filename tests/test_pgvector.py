@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from semcache import SemanticCache, UsageError
 from semcache.index.vector_index import VectorIndex
+from semcache.ops.admin import get_entry
 from semcache.storage.base import NewEntry
 from semcache.storage.postgres import PostgresStore, migrations, vectors
 
@@ -142,6 +143,8 @@ def test_the_column_is_migration_5_and_every_writer_fills_it(vector_dsn: str) ->
                 ).fetchall()
             assert store.pgvector.hnsw == vectors.has_hnsw(store.pgvector.version)
             assert any("hnsw" in row[0] for row in indexes) == store.pgvector.hnsw
+            shown = get_entry(store, hit.entry_id)  # `semcache show`: no copy of the vector
+            assert "embedding_vector" not in shown and shown["embedding"]["dimension"] == 64
         hit = local.lookup(user("WRITTEN AFTER"), Answer, model="m")  # local search still works
         assert hit is not None and hit.value.text == "b"
 
