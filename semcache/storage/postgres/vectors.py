@@ -8,7 +8,7 @@ and none catches up from the feed; every lookup costs a round trip and the serve
 Where the vectors live: a generated column ``entries.embedding_vector vector(d)``, computed by the
 database from ``entries.embedding`` (the little-endian float32 bytes every engine stores) with
 ``semcache_vector_of``. Being generated, it is filled whoever writes the row: a node searching
-locally, an older semcache, an import from SQLite; and it goes away with its row, so a deleted,
+locally, an import from SQLite, a row inserted by hand; and it goes away with its row, so a deleted,
 expired or evicted entry is never proposed once its delete commits. An HNSW index
 (``vector_cosine_ops``) serves the search when the extension has it (pgvector 0.5.0 and later;
 earlier ones scan exactly).
