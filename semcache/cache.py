@@ -35,7 +35,7 @@ from semcache.lifecycle import check_threshold
 from semcache.pipeline import DEFAULT_NEAR_MISS_BAND, DEFAULT_THRESHOLD, Pipeline, Settings
 from semcache.requests import Plan
 from semcache.shadow import Shadow
-from semcache.storage import Location, SQLiteStore, Store, open_location
+from semcache.storage import SEARCHES, Location, Search, SQLiteStore, Store, open_location
 from semcache.types import CacheHit, CacheStats
 from semcache.verifiers.agreement import DEFAULT_MARGIN
 from semcache.verifiers.base import Verifier
@@ -76,15 +76,18 @@ class SemanticCache:
     gets a higher threshold. ``index_vectors`` ("float32", "fp16" or "sq8") is how the FAISS index
     holds vectors in memory: compression saves memory on large scopes at a small cost in which
     candidates are proposed, never in the similarity that decides (always from the float32 vector
-    in SQLite). ``agreement_margin``: a semantic candidate is not served when another candidate at
-    or above the threshold, at most this much less similar, holds a different answer (labels,
-    numbers, ids and short strings are compared; prose is not); None serves the best accepted
-    candidate regardless (``semcache.verifiers.agreement``). ``near_miss_band``: when a request
-    misses and its nearest candidate lies this much or less below the threshold, the provider's
-    answer is compared with the candidate's when it is stored, and the outcome kept as a label
-    (``semcache.labels``; None: no labels). ``auto_tune=True`` moves each scope's threshold, up or
-    down, to the lowest one whose precision on those labels, shadow checks and ``mark_wrong``
-    feedback reaches ``target_precision`` with 95% confidence (``semcache.calibration``).
+    in SQLite). ``search="pgvector"`` (a ``postgresql://`` cache on a server with pgvector)
+    searches each lookup's candidates in the database instead of a FAISS replica in this process
+    (README, "Running a fleet", says when to choose it). ``agreement_margin``: a semantic
+    candidate is not served when another candidate at or above the threshold, at most this much
+    less similar, holds a different answer (labels, numbers, ids and short strings are compared;
+    prose is not); None serves the best accepted candidate regardless
+    (``semcache.verifiers.agreement``). ``near_miss_band``: when a request misses and its nearest
+    candidate lies this much or less below the threshold, the provider's answer is compared with
+    the candidate's when it is stored, and the outcome kept as a label (``semcache.labels``;
+    None: no labels). ``auto_tune=True`` moves each scope's threshold, up or down, to the lowest
+    one whose precision on those labels, shadow checks and ``mark_wrong`` feedback reaches
+    ``target_precision`` with 95% confidence (``semcache.calibration``).
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class SemanticCache:
         fail_open: bool = False,
         busy_timeout: float = 5.0,
         index_vectors: VectorKind = "float32",
+        search: Search = "local",
         agreement_margin: float | None = DEFAULT_MARGIN,
         schema_evidence: bool = True,
         near_miss_band: float | None = DEFAULT_NEAR_MISS_BAND,
@@ -114,6 +118,8 @@ class SemanticCache:
     ) -> None:
         if index_vectors not in VECTOR_KINDS:
             raise UsageError(f"index_vectors must be one of {', '.join(VECTOR_KINDS)}")
+        if search not in SEARCHES:
+            raise UsageError(f"search must be one of {', '.join(SEARCHES)}")
         if agreement_margin is not None and not 0.0 <= agreement_margin <= 2.0:
             raise UsageError("agreement_margin must be None or a similarity gap in [0, 2]")
         if near_miss_band is not None and not 0.0 <= near_miss_band <= 2.0:
@@ -132,6 +138,7 @@ class SemanticCache:
             audit_retention=audit_retention,
             audit_max_rows=audit_max_rows,
             index_vectors=index_vectors,
+            search=search,
             agreement_margin=agreement_margin,
             schema_evidence=schema_evidence,
             near_miss_band=near_miss_band,
@@ -142,7 +149,7 @@ class SemanticCache:
         verifier_ = lifecycle.resolve_verifier(verifier, _DEFAULT_VERIFIER)
         disabled: str | None = None  # why the cache is off (fail_open on a broken file)
         try:
-            store: Store = open_location(path, busy_timeout=busy_timeout)
+            store: Store = open_location(path, busy_timeout=busy_timeout, search=search)
         except StoreError as exc:
             if not fail_open:
                 raise
@@ -208,6 +215,11 @@ class SemanticCache:
     @property
     def index_vectors(self) -> VectorKind:
         return self.settings.index_vectors
+
+    @property
+    def search(self) -> Search:
+        """Where lookups search: ``"local"`` (FAISS in this process) or ``"pgvector"``."""
+        return self.settings.search
 
     @property
     def embedder(self) -> Embedder:

@@ -6,7 +6,8 @@ direct API and bulk loading all go through ``plan``/``serve``/``save`` here. Thi
 place that combines the store, the embedder, the index and the verifier.
 
 A lookup tries the exact tier first (one indexed read, nothing embedded), then embeds the request's
-variable text and asks the FAISS index of the request's scope for its nearest entries. Each
+variable text and asks the FAISS index of the request's scope for its nearest entries (or, with
+``search="pgvector"``, the database: ``_nearest`` is the one place that differs). Each
 candidate's similarity is recomputed from the float32 vector in storage, and that number alone
 decides a hit (``similarity >= threshold``) and is what ``CacheHit.similarity`` reports. A candidate
 must also pass feedback and the verifier, and its stored JSON must still validate against the
@@ -27,7 +28,7 @@ from pydantic import BaseModel
 
 from semcache import calibration, labels, lifecycle
 from semcache.embedding.base import Embedder
-from semcache.errors import StoreUnavailableError, UncacheableRequestError
+from semcache.errors import StoreUnavailableError, UncacheableRequestError, UsageError
 from semcache.events import (
     ErrorEvent,
     EventBus,
@@ -44,7 +45,7 @@ from semcache.labels import nearest
 from semcache.requests import Plan, entry_for, rehydrate, stored_similarity
 from semcache.scopes import Scopes
 from semcache.shadow import Shadow
-from semcache.storage.base import NewEntry, Store
+from semcache.storage.base import NewEntry, Search, Store, VectorSearch
 from semcache.storage.ledger import Ledger
 from semcache.storage.sqlite import SQLiteStore
 from semcache.types import CacheHit, StoredEntry
@@ -95,6 +96,7 @@ class Settings:
     audit_retention: float = 30 * 86400.0
     audit_max_rows: int = 100_000
     index_vectors: VectorKind = "float32"
+    search: Search = "local"  # "pgvector": the database proposes candidates, not FAISS here
     agreement_margin: float | None = DEFAULT_MARGIN  # None: serve without answer agreement
     schema_evidence: bool = True  # words naming an answer value must match (schema_terms)
     near_miss_band: float | None = DEFAULT_NEAR_MISS_BAND  # None: take no near-miss labels
@@ -123,6 +125,8 @@ class Pipeline:
         self.shadow = shadow
         self.events = events if events is not None else EventBus()
         self.disabled = disabled  # why the cache is off (fail_open on a broken file)
+        if settings.search == "pgvector" and not disabled and not isinstance(store, VectorSearch):
+            raise UsageError("search='pgvector' needs a store that searches its own vectors")
         self.ledger = Ledger(store)
         self.scopes = Scopes(store, settings.index_vectors)  # the derived FAISS index
         self.upkeep = Upkeep(store, self.ledger, self.scopes, settings, self._evicted)
@@ -254,19 +258,18 @@ class Pipeline:
             return None
         start = time.perf_counter()
         vector = self._vector(plan)
-        index = self.catch_up(keyed.scope)
         threshold = self.upkeep.threshold_for(plan)
         # The index only proposes the nearest candidates; it does not filter them by threshold.
         # Its score can differ from the stored vector's similarity in the last bits (and more
         # with fp16/sq8), and a candidate it dropped at the boundary could then never be served
         # at a threshold equal to the similarity a hit reports.
-        found = index.search(keyed.scope, vector, _CANDIDATES)
+        found = self._nearest(keyed.scope, vector, now)
         candidates = found
         rows = self.store.get_many([i for i, _ in candidates], now)
         gone = [i for i, _ in candidates if i not in rows]
         if gone:  # deleted, expired or replaced elsewhere
             self.scopes.forget(keyed.scope, gone)
-        wrong_for = self.store.wrong_queries(list(rows), index.dimension)
+        wrong_for = self.store.wrong_queries(list(rows), len(vector))
         verdict: Verdict | None = None
         # The similarity that decides is recomputed from the store's own vector: the index only
         # proposes candidates, so even a damaged index cannot make a wrong hit. Candidates are
@@ -429,6 +432,16 @@ class Pipeline:
             assert plan.keyed.text is not None
             plan.vector = self.embedder.embed([plan.keyed.text])[0]
         return plan.vector
+
+    def _nearest(self, scope: str, vector: np.ndarray, now: float) -> list[tuple[int, float]]:
+        """A lookup's candidates, ``(entry id, similarity)`` best first: proposed by the scope's
+        FAISS index in this process, caught up with the store first, or by the store itself
+        when the cache searches in the database (``search="pgvector"``). Either way they are
+        only proposals, re-checked against the store by ``_lookup``."""
+        if self.settings.search == "pgvector" and isinstance(self.store, VectorSearch):
+            self.scopes.record_dimension(len(vector))  # as the local index's first catch-up
+            return self.store.nearest(scope, vector, _CANDIDATES, now)
+        return self.catch_up(scope).search(scope, vector, _CANDIDATES)
 
     def catch_up(self, scope: str) -> VectorIndex:
         """The index, with every entry of ``scope`` committed so far (by any process) added."""

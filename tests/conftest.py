@@ -210,7 +210,13 @@ def target(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> Iterator[Se
 
 
 from .pgserver import pg_dsn, summarize_skips  # noqa: E402, F401  (the fixture, for every test)
+from .pgvector_server import (  # noqa: E402, F401  (the fixtures, for every test)
+    pgvector_server,
+    vector_dsn,
+)
+from .pgvector_server import summarize_skips as summarize_pgvector_skips  # noqa: E402
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     summarize_skips(terminalreporter)
+    summarize_pgvector_skips(terminalreporter)

@@ -181,6 +181,7 @@ def get_entry(store: Rows, entry_id: int) -> dict[str, Any]:
     if not found:
         raise EntryNotFoundError(f"no entry with id {entry_id}")
     entry = found[0]
+    entry.pop("embedding_vector", None)  # pgvector's copy of the embedding (search="pgvector")
     blob = entry.get("embedding")
     if isinstance(blob, bytes):
         vector = np.frombuffer(blob[: len(blob) // 4 * 4], dtype="<f4")

@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any, cast
 
-from semcache.errors import CacheNotFoundError
-from semcache.storage.base import Changes, NewEntry, Rows, Store
+from semcache.errors import CacheNotFoundError, UsageError
+from semcache.storage.base import SEARCHES, Changes, NewEntry, Rows, Search, Store, VectorSearch
 from semcache.storage.location import (
     SCHEMES,
     Location,
@@ -28,12 +28,15 @@ from semcache.storage.sqlite import SQLiteStore
 
 __all__ = [
     "SCHEMES",
+    "SEARCHES",
     "Changes",
     "Location",
     "NewEntry",
     "Rows",
     "SQLiteStore",
+    "Search",
     "Store",
+    "VectorSearch",
     "open_existing",
     "open_location",
     "open_store",
@@ -48,14 +51,21 @@ def open_store(location: str | os.PathLike[str], *, busy_timeout: float = 5.0) -
     return SQLiteStore(sqlite_target(location), busy_timeout=busy_timeout)
 
 
-def open_location(location: Location, *, busy_timeout: float = 5.0) -> Store:
+def open_location(
+    location: Location, *, busy_timeout: float = 5.0, search: Search = "local"
+) -> Store:
     """The store at ``location``: a PostgreSQL database for a ``postgresql://`` or
     ``postgres://`` URL or a ``psycopg_pool.ConnectionPool`` (``busy_timeout`` then bounds every
-    statement), else ``open_store``."""
+    statement), else ``open_store``. ``search="pgvector"`` (PostgreSQL only) opens a store that
+    searches its own vectors."""
+    if search not in SEARCHES:
+        raise UsageError(f"search must be one of {', '.join(SEARCHES)}; got {search!r}")
     if is_postgres(location) or is_pool(location):
         from semcache.storage.postgres import PostgresStore
 
-        return PostgresStore(_postgres(location), busy_timeout=busy_timeout)
+        return PostgresStore(_postgres(location), busy_timeout=busy_timeout, search=search)
+    if search != "local":
+        raise UsageError(f"search={search!r} needs a postgresql:// cache; a file searches locally")
     return open_store(cast("str | os.PathLike[str]", location), busy_timeout=busy_timeout)
 
 

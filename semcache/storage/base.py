@@ -28,11 +28,16 @@ import contextlib
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 
 from semcache.types import Label, StoredEntry, ThresholdChange
+
+# Where a semantic lookup searches: a FAISS index in this process, derived from the store
+# ("local", the default), or the database itself ("pgvector": a ``VectorSearch`` store).
+Search = Literal["local", "pgvector"]
+SEARCHES: tuple[Search, ...] = get_args(Search)
 
 
 @dataclass(frozen=True)
@@ -209,6 +214,20 @@ class Rows(Store, Protocol):
 
     def table_bytes(self) -> int:
         """The space the cache takes: a file and its WAL, or the database's tables."""
+        ...
+
+
+@runtime_checkable
+class VectorSearch(Protocol):
+    """A store that finds a scope's nearest entries itself (PostgreSQL with pgvector, opened
+    with ``search="pgvector"``) instead of a local index proposing them. Its candidates are
+    re-checked like the local index's: they are only proposals."""
+
+    def nearest(
+        self, scope: str, vector: np.ndarray, k: int, now: float
+    ) -> list[tuple[int, float]]:
+        """The ``k`` live entries of ``scope`` nearest to ``vector`` as ``(entry id, cosine
+        similarity)``, best first."""
         ...
 
 

@@ -59,7 +59,9 @@ class Connections:
         *,
         statement_timeout: float = 5.0,
         connect_timeout: float = CONNECT_TIMEOUT,
+        settings: str = "",
     ) -> None:
+        """``settings``: more ``-c name=value`` server settings for every session."""
         if psycopg is None:
             raise UsageError(
                 "a postgresql:// cache needs psycopg 3: pip install 'semcache[postgres]'"
@@ -77,6 +79,7 @@ class Connections:
         self._secret = str(params.get("password") or "")
         self._timeout_ms = max(1, int(statement_timeout * 1000))
         self._connect_timeout = connect_timeout
+        self._settings = settings
         self._params = self._with_budget(params)
         self._local = threading.local()
         self._state = threading.Lock()
@@ -96,7 +99,9 @@ class Connections:
         pool's connections get the statement timeout when borrowed, ``pool.py``)."""
         ms, options = self._timeout_ms, str(params.get("options") or "")
         # JIT compiling costs ~13 ms, more than any of the cache's statements: it is off.
-        params["options"] = f"{options} -c statement_timeout={ms} -c jit=off".strip()
+        params["options"] = (
+            f"{options} -c statement_timeout={ms} -c jit=off {self._settings}".strip()
+        )
         params.setdefault("connect_timeout", max(2, round(self._connect_timeout)))
         params.setdefault("tcp_user_timeout", ms + 1000)
         params.setdefault("application_name", "semcache")

@@ -8,7 +8,8 @@ own schema with ``?options=-csearch_path%3Dname`` in the URL.
 Opening a cache reads ``schema_migrations`` and changes nothing when it is current, so the role
 the app servers use needs no DDL rights (README, "Running a fleet", lists its GRANTs); a role that
 owns the schema applies missing migrations, under an advisory lock so that nodes starting together
-apply each one once. A database migrated by a newer semcache is refused.
+apply each one once. A database migrated by a newer semcache is refused. ``OPTIONAL`` migrations
+are applied only by a cache that asks for what they add (``apply``).
 """
 
 from __future__ import annotations
@@ -147,13 +148,17 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (3, "instructor's cache= table", _V3),
     (4, "prebuilt index snapshots", _V4),
 )
+# Migrations applied only when a cache asks for what they add, never by ``migrate``: their
+# statements need something the server may lack. 5: the pgvector search column
+# (``semcache.storage.postgres.vectors``; ``search="pgvector"``).
+OPTIONAL = {5: "pgvector search column"}
 # Every table of a cache (what ``PostgresStore.table_bytes`` measures).
 TABLES = (
     "schema_migrations", "settings", "entries", "counters", "thresholds", "vetoes", "feedback",
     "audit", "shadow", "feed", "feed_state", "near_misses", "threshold_changes",
     "instructor_cache", "index_snapshots", "index_snapshot_chunks",
 )  # fmt: skip
-LATEST = MIGRATIONS[-1][0]
+LATEST = max(MIGRATIONS[-1][0], *OPTIONAL)
 
 
 def lock_key(offset: int) -> str:
@@ -197,12 +202,34 @@ def migrate(conn: Any) -> int:
     return LATEST
 
 
-def _missing(conn: Any) -> set[int]:
-    """The versions of ``MIGRATIONS`` the schema has not recorded."""
+def apply(conn: Any, number: int, description: str, statements: tuple[str, ...]) -> bool:
+    """Apply one of the ``OPTIONAL`` migrations in one transaction, under the migration lock;
+    False when another node applied it meanwhile."""
+    assert number in OPTIONAL
+    migrate(conn)  # the schema_migrations table, and everything this one builds on
+    with conn.transaction():
+        conn.execute(f"SELECT pg_advisory_xact_lock({lock_key(MIGRATE_LOCK)})")
+        if number in applied(conn):
+            return False
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",
+            (number, description),
+        )
+    return True
+
+
+def applied(conn: Any) -> set[int]:
+    """The migration versions the schema has recorded."""
     if conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0] is None:
-        return {number for number, _, _ in MIGRATIONS}
-    done = {int(v) for (v,) in conn.execute("SELECT version FROM schema_migrations").fetchall()}
-    return {number for number, _, _ in MIGRATIONS} - done
+        return set()
+    return {int(v) for (v,) in conn.execute("SELECT version FROM schema_migrations").fetchall()}
+
+
+def _missing(conn: Any) -> set[int]:
+    """The versions of ``MIGRATIONS`` the schema has not recorded (``OPTIONAL`` ones aside)."""
+    return {number for number, _, _ in MIGRATIONS} - applied(conn)
 
 
 def _check(found: int) -> int:

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from semcache.errors import CacheNotFoundError, ConfigMismatchError, StoreError
-from semcache.storage.base import Changes, NewEntry, Sink, SnapshotHead
-from semcache.storage.postgres import books, feed, listen, migrations, rows, snapshots
+from semcache.errors import CacheNotFoundError, ConfigMismatchError, StoreError, UsageError
+from semcache.storage.base import SEARCHES, Changes, NewEntry, Search, Sink, SnapshotHead
+from semcache.storage.postgres import books, feed, listen, migrations, rows, snapshots, vectors
 from semcache.storage.postgres.connect import Connections
 from semcache.storage.postgres.qmark import QmarkConnection
 from semcache.storage.schema import FORMAT_VERSION
@@ -50,14 +50,31 @@ class PostgresStore:
     dialect: Literal["postgresql"] = "postgresql"
 
     def __init__(
-        self, dsn: str | ConnectionPool[Any], *, busy_timeout: float = 5.0, create: bool = True
+        self,
+        dsn: str | ConnectionPool[Any],
+        *,
+        busy_timeout: float = 5.0,
+        create: bool = True,
+        search: Search = "local",
     ) -> None:
         """Open the cache in the URL's schema, or in the schema a ``psycopg_pool.ConnectionPool``'s
         connections use (borrowed for each call, never closed here: ``pool.py``). ``create=False``
         (maintenance: the command line) refuses a schema holding no semcache cache instead of
-        creating one there."""
+        creating one there. ``search="pgvector"``: semantic lookups search in the database
+        (``vectors.py``); the server must have pgvector (the extension is created when missing
+        and the role may). It takes a URL, not a pool: its search setting (``hnsw.ef_search``)
+        is set for the cache's own sessions, and a pool's sessions are the owner's."""
+        if search not in SEARCHES:
+            raise UsageError(f"search must be one of {', '.join(SEARCHES)}; got {search!r}")
+        if search != "local" and not isinstance(dsn, str):
+            raise UsageError(
+                f"search={search!r} takes a postgresql:// URL, not a pool: pass the pool's conninfo"
+            )
         self.busy_timeout = busy_timeout
-        self._db = Connections(dsn, statement_timeout=busy_timeout)
+        self.search: Search = search
+        self.pgvector: vectors.InDatabase | None = None  # with search="pgvector"
+        extra = f"-c hnsw.ef_search={vectors.EF_SEARCH}" if search == "pgvector" else ""
+        self._db = Connections(dsn, statement_timeout=busy_timeout, settings=extra)
         self.location = self._db.location  # the URL with its password replaced by ***
         try:
             with self._db.reading() as conn:
@@ -69,6 +86,8 @@ class PostgresStore:
                         else (f"schema {schema!r} holds no semcache tables")
                     )
                     raise CacheNotFoundError(f"{self.location}: no semcache cache there ({where})")
+                if search == "pgvector":  # before any table is made: refused without pgvector
+                    self.pgvector = vectors.InDatabase(conn)
                 migrations.migrate(conn)
                 schema = conn.execute("SELECT md5(current_schema())").fetchone()[0]
         except BaseException:
@@ -273,6 +292,16 @@ class PostgresStore:
         """Entries in the database (kept by the feed trigger: no table scan)."""
         with self._db.reading() as conn:
             return int(conn.execute("SELECT entries FROM feed_state WHERE one").fetchone()[0])
+
+    def nearest(
+        self, scope: str, vector: np.ndarray, k: int, now: float
+    ) -> list[tuple[int, float]]:
+        """The ``k`` live entries of ``scope`` nearest to ``vector``, searched by pgvector
+        (``search="pgvector"``); the first call adds the search column when it is missing."""
+        if self.pgvector is None:
+            raise UsageError("this cache searches locally: open it with search='pgvector'")
+        with self._db.reading() as conn:
+            return self.pgvector.nearest(conn, scope, vector, k, now)
 
     # -- prebuilt indexes (``snapshots.py``) ------------------------------------------------
 
