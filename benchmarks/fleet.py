@@ -16,7 +16,11 @@ deterministic 384-dimension stand-in for MiniLM, so that filling 100k entries ta
 
 Every hit is checked: a lookup answered with another item's answer counts as wrong. The MiniLM
 embedding time per query is measured on its own (``--model``) so that "embedding included" is
-the semantic figure plus that. GPTCache is not compared here (not installed on this machine).
+the semantic figure plus that. Semantic lookups get their vector precomputed (``Precomputed``).
+
+GPTCache runs beside it in the same run, on the same server, entries and probes, its lookups
+interleaved with semcache's in each node (``fleet_gptcache.py``; ``pip install -e '.[bench]'``;
+without it the side is skipped with a note, or ``--no-gptcache``).
 
     python benchmarks/fleet.py --entries 10000 --nodes 4
     python benchmarks/fleet.py --entries 100000 --nodes 4 --out benchmarks/results/fleet.md
@@ -34,7 +38,9 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import statistics
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -71,6 +77,23 @@ class Embedder384:
         return vector / np.linalg.norm(vector)
 
 
+class Precomputed(Embedder384):
+    """The stand-in with every vector kept: ``warm`` computes the probes' vectors before the
+    timed lookups, so a timed lookup (semcache's or GPTCache's) gets its vector from a dict."""
+
+    def __init__(self) -> None:
+        self._memo: dict[str, np.ndarray] = {}
+
+    def warm(self, texts: list[str]) -> None:
+        self.embed(texts)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        for text in texts:
+            if text not in self._memo:
+                self._memo[text] = self._one(text).astype(np.float32)
+        return np.vstack([self._memo[t] for t in texts])
+
+
 def _gaussian(text: str) -> np.ndarray:
     seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
     return np.random.default_rng(seed).standard_normal(384)
@@ -84,10 +107,14 @@ def paraphrase(item: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"fleet item {item}"}]
 
 
-def open_cache(dsn: str) -> Any:
+def text_of(messages: list[dict[str, str]]) -> str:
+    return messages[-1]["content"]  # what semcache embeds: the last user message
+
+
+def open_cache(dsn: str, embedder: Embedder384 | None = None) -> Any:
     from semcache import SemanticCache
 
-    return SemanticCache(dsn, embedder=Embedder384(), verifier=None, threshold=0.9)
+    return SemanticCache(dsn, embedder=embedder or Embedder384(), verifier=None, threshold=0.9)
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -126,10 +153,14 @@ def wrapped_client(cache: Any) -> Any:
     )
 
 
-def node(dsn: str, me: int, nodes: int, entries: int, start: Any, lag_queue: Any, out: Any) -> None:
+def node(
+    dsn: str, me: int, nodes: int, entries: int, start: Any, lag_queue: Any, out: Any,
+    gpt: tuple[str, str, int] | None = None,
+) -> None:  # fmt: skip
     result: dict[str, Any] = {"node": me, "wrong": 0}
     rng = np.random.default_rng(me)
-    with open_cache(dsn) as cache:
+    embedder = Precomputed()
+    with open_cache(dsn, embedder) as cache:
         start.wait()
         began = time.perf_counter()
         cache.lookup(paraphrase(0), Answer, model="m")  # a miss while the index is built
@@ -139,29 +170,60 @@ def node(dsn: str, me: int, nodes: int, entries: int, start: Any, lag_queue: Any
         result["wrong"] += hit is None or hit.value.text != "answer 0"
         scope = hit.scope if hit is not None else ""  # every item's: one scope
         result["rss_mb"] = rss_mb()
+        side = None
+        if gpt is not None:  # after the memory figure, which is semcache's alone
+            from fleet_gptcache import open_node
+
+            side, result["gpt_open_s"] = open_node(
+                gpt[0], Path(gpt[1]), me, gpt[2], lambda text: embedder.embed([text])[0]
+            )
         start.wait()  # every node has built its index: the timings below are of a warm fleet
         client = wrapped_client(cache)
         # Each semantic lookup is paired with one made as if its scope had just been notified
-        # (it reads the change feed, as every lookup did before notifications): the two are
-        # interleaved, in turn first, so load from other work on the machine weighs on both.
+        # (it reads the change feed, as every lookup did before notifications) and with
+        # GPTCache's lookups of the same probe: all interleaved, each first in turn, so load
+        # from other work on the machine weighs on all of them alike.
         listener = getattr(cache.pipeline.store, "listener", None)
-        exact, semantic, fed = [], [], []
-        for turn, item in enumerate(rng.integers(0, entries, 300).tolist()):
+        kinds = (
+            ["plain"] + ["fed"] * (listener is not None) + ["default", "tuned"] * (side is not None)
+        )
+        times: dict[str, list[float]] = {kind: [] for kind in kinds}
+        hits, wrong = dict.fromkeys(kinds, 0), dict.fromkeys(kinds, 0)
+        exact: list[float] = []
+        probes = rng.integers(0, entries, 300).tolist()
+        embedder.warm([text_of(paraphrase(item)) for item in probes])
+        for turn, item in enumerate(probes):
             t = time.perf_counter()
             value = client.create(model="m", response_model=Answer, messages=question(item))
             exact.append(time.perf_counter() - t)
             result["wrong"] += value.text != f"answer {item}"
-            kinds = ["plain"] if listener is None else ["fed", "plain"][:: 1 if turn % 2 else -1]
-            for kind in kinds:
-                if kind == "fed":
-                    listener.touch([scope])
-                t = time.perf_counter()
-                hit = cache.lookup(paraphrase(item), Answer, model="m")
-                (fed if kind == "fed" else semantic).append(time.perf_counter() - t)
-                result["wrong"] += hit is None or hit.value.text != f"answer {item}"
+            for kind in kinds[turn % len(kinds) :] + kinds[: turn % len(kinds)]:
+                if side is not None and kind in ("default", "tuned"):
+                    side.prepare(kind)  # untimed: FAISS's thread count for this contender
+                    t = time.perf_counter()
+                    served = side.get(text_of(paraphrase(item)), kind)
+                    times[kind].append(time.perf_counter() - t)
+                else:
+                    if kind == "fed":
+                        listener.touch([scope])
+                    t = time.perf_counter()
+                    hit = cache.lookup(paraphrase(item), Answer, model="m")
+                    times[kind].append(time.perf_counter() - t)
+                    served = None if hit is None else hit.value.text
+                    result["wrong"] += served != f"answer {item}"
+                hits[kind] += served is not None
+                wrong[kind] += served is not None and served != f"answer {item}"
         result["exact_ms"] = (percentile(exact, 0.5), percentile(exact, 0.99))
-        result["semantic_ms"] = (percentile(semantic, 0.5), percentile(semantic, 0.99))
+        result["semantic_ms"] = (percentile(times["plain"], 0.5), percentile(times["plain"], 0.99))
+        fed = times.get("fed")
         result["fed_ms"] = (percentile(fed, 0.5), percentile(fed, 0.99)) if fed else None
+        result["side_by_side"] = {
+            kind: {"ms": (percentile(times[kind], 0.5), percentile(times[kind], 0.99)),
+                   "hits": hits[kind], "wrong": wrong[kind], "probes": len(probes)}
+            for kind in kinds if kind != "fed"
+        }  # fmt: skip
+        if side is not None:
+            result["gpt_phases_ms"] = side.phases_ms()
         start.wait()
         lags: list[float] = []
         if me == 0 and nodes > 1:  # the writer: one new answer at a time, announced to readers
@@ -182,6 +244,16 @@ def node(dsn: str, me: int, nodes: int, entries: int, start: Any, lag_queue: Any
                         break
         result["lag_s"] = lags
         start.wait()
+        if side is not None and nodes > 1:  # the same for GPTCache, on new items of its own
+            from fleet_gptcache import LAG_ITEMS, lag_reader, lag_writer
+
+            if me == 0:
+                new = range(entries + 100, entries + 100 + LAG_ITEMS)
+                items = [(text_of(question(k)), text_of(paraphrase(k)), f"answer {k}") for k in new]
+                result["gpt_own"] = lag_writer(side, items, lag_queue, nodes - 1)
+            else:
+                result["gpt_lag"] = lag_reader(side, LAG_ITEMS, lag_queue)
+        start.wait()
         done, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < 5.0:
             item = int(rng.integers(0, entries))
@@ -189,6 +261,8 @@ def node(dsn: str, me: int, nodes: int, entries: int, start: Any, lag_queue: Any
             result["wrong"] += hit is None or hit.value.text != f"answer {item}"
             done += 1
         result["lookups_per_s"] = done / (time.perf_counter() - t0)
+        if side is not None:
+            side.close()
     out.put(result)
 
 
@@ -212,6 +286,8 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--model", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--gptcache", action=argparse.BooleanOptionalAction, default=True,
+                        help="GPTCache beside semcache, on the same server (fleet_gptcache.py)")  # fmt: skip
     parser.add_argument("--cold-start", action="store_true", help="snapshot cold start only")
     parser.add_argument("--after", type=int, default=1000, help="(--cold-start) entries added "
                         "and as many deleted after the snapshot")  # fmt: skip
@@ -225,20 +301,40 @@ def main() -> None:
 
     load_before = os.getloadavg()[0]
     schema = f"semcache_bench_{uuid.uuid4().hex[:8]}"
+    gpt_schema = f"semcache_bench_gpt_{uuid.uuid4().hex[:8]}"  # GPTCache's tables, apart
+    note = None
+    if args.gptcache:
+        from fleet_gptcache import missing
+
+        note = missing()
+        if note:
+            print(note)
+    schemas = [schema] + [gpt_schema] * (args.gptcache and note is None)
     with psycopg.connect(args.server, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
+        for name in schemas:
+            admin.execute(f"CREATE SCHEMA {name}")
     dsn = f"{args.server}?options=-csearch_path%3D{schema}"
+    workdir = Path(tempfile.mkdtemp(prefix="fleet-gptcache-"))
+    gpt, gpt_fill_s = None, float("nan")
     try:
         t = time.perf_counter()
         with open_cache(dsn) as cache:
             items = ((question(i), Answer(text=f"answer {i}")) for i in range(args.entries))
             cache.store_many(items, Answer, model="m", batch_size=1000)
         fill_s = time.perf_counter() - t
+        if gpt_schema in schemas:
+            from fleet_gptcache import LAG_ITEMS, fill, sql_url
+
+            texts = [text_of(question(i)) for i in range(args.entries)]
+            url, filled = sql_url(args.server, gpt_schema), workdir / "filled.index"
+            gpt_fill_s = fill(url, filled, texts, [f"answer {i}" for i in range(args.entries)],
+                              Embedder384().embed(texts))  # fmt: skip
+            gpt = (url, str(filled), args.entries + LAG_ITEMS + 1000)
         context = multiprocessing.get_context("spawn")
         start, lag_queue, out = context.Barrier(args.nodes), context.Queue(), context.Queue()
         procs = [
             context.Process(
-                target=node, args=(dsn, n, args.nodes, args.entries, start, lag_queue, out)
+                target=node, args=(dsn, n, args.nodes, args.entries, start, lag_queue, out, gpt)
             )
             for n in range(args.nodes)
         ]
@@ -248,8 +344,10 @@ def main() -> None:
         for proc in procs:
             proc.join()
     finally:
+        shutil.rmtree(workdir, ignore_errors=True)
         with psycopg.connect(args.server, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+            for name in schemas:
+                admin.execute(f"DROP SCHEMA {name} CASCADE")
     embed_ms = model_embed_ms() if args.model else float("nan")
     lags = [lag for r in results for lag in r["lag_s"]]
     lines = [
@@ -287,6 +385,12 @@ def main() -> None:
         f"{statistics.median(r['rss_mb'] for r in results):.0f} MB |",
         f"| wrong answers served | {sum(r['wrong'] for r in results)} |",
     ]
+    if gpt is not None:
+        from fleet_gptcache import side_by_side
+
+        lines += ["", *side_by_side(results, args.entries, fill_s, gpt_fill_s, percentile)]
+    elif note:
+        lines += ["", note + "."]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
