@@ -227,6 +227,15 @@ def test_an_async_or_closed_pool_is_refused_saying_what_to_pass(pg_dsn: str) -> 
         assert cache.lookup(question(1), Answer, model="m") is None
 
 
+def test_pgvector_search_on_a_pool_is_refused_saying_what_to_pass(
+    pool: ConnectionPool[Any],
+) -> None:
+    """The search setting pgvector needs is set on the cache's own sessions; a pool's are its
+    owner's, so the option takes the URL."""
+    with pytest.raises(UsageError, match="takes a postgresql:// URL, not a pool"):
+        SemanticCache(pool, search="pgvector")
+
+
 def test_instructors_cache_adapter_on_a_pool(pool: ConnectionPool[Any]) -> None:
     provider = FakeProvider()
     with SQLiteCache(pool) as one, SQLiteCache(pool) as two:
