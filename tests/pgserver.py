@@ -99,14 +99,15 @@ def eventually(condition: Callable[[], object], what: str, timeout: float = 60.0
         time.sleep(0.01)
 
 
-def summarize_skips(terminalreporter: Any) -> None:
-    """End the run with a loud line when PostgreSQL tests were skipped (not silently green)."""
+def summarize_skips(
+    terminalreporter: Any, note: str = SKIP_NOTE, why: Callable[[], str] = unavailable
+) -> None:
+    """End the run with a loud line when tests skipped with ``note`` (by default the PostgreSQL
+    tests) were skipped, saying ``why()``: never silently green."""
     skipped = terminalreporter.stats.get("skipped", [])
-    ours = [r for r in skipped if SKIP_NOTE in str(getattr(r, "longrepr", ""))]
+    ours = [r for r in skipped if note in str(getattr(r, "longrepr", ""))]
     if ours:
-        terminalreporter.write_sep(
-            "!", f"{len(ours)} {SKIP_NOTE}: {unavailable()}", yellow=True, bold=True
-        )
+        terminalreporter.write_sep("!", f"{len(ours)} {note}: {why()}", yellow=True, bold=True)
 
 
 class HashEmbedder:

@@ -23,6 +23,8 @@ from urllib.parse import quote
 
 import pytest
 
+from .pgserver import summarize_skips as _summarize
+
 SKIP_NOTE = "pgvector tests skipped"
 
 
@@ -107,9 +109,4 @@ def vector_dsn(pgvector_server: Server) -> Iterator[str]:
 
 def summarize_skips(terminalreporter: Any) -> None:
     """End the run with a loud line when the pgvector tests were skipped."""
-    skipped = terminalreporter.stats.get("skipped", [])
-    ours = [r for r in skipped if SKIP_NOTE in str(getattr(r, "longrepr", ""))]
-    if ours:
-        terminalreporter.write_sep(
-            "!", f"{len(ours)} {SKIP_NOTE}: {_missing()}", yellow=True, bold=True
-        )
+    _summarize(terminalreporter, SKIP_NOTE, _missing)

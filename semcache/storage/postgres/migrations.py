@@ -191,15 +191,19 @@ def migrate(conn: Any) -> int:
         _check(version(conn))
         missing = _missing(conn)  # another node may have migrated meanwhile
         for number, description, statements in MIGRATIONS:
-            if number not in missing:
-                continue
-            for statement in statements:
-                conn.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",
-                (number, description),
-            )
+            if number in missing:
+                _run(conn, number, description, statements)
     return LATEST
+
+
+def _run(conn: Any, number: int, description: str, statements: tuple[str, ...]) -> None:
+    """Run one migration's statements and record it (inside the caller's transaction)."""
+    for statement in statements:
+        conn.execute(statement)
+    conn.execute(
+        "INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",
+        (number, description),
+    )
 
 
 def apply(conn: Any, number: int, description: str, statements: tuple[str, ...]) -> bool:
@@ -211,12 +215,7 @@ def apply(conn: Any, number: int, description: str, statements: tuple[str, ...])
         conn.execute(f"SELECT pg_advisory_xact_lock({lock_key(MIGRATE_LOCK)})")
         if number in applied(conn):
             return False
-        for statement in statements:
-            conn.execute(statement)
-        conn.execute(
-            "INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",
-            (number, description),
-        )
+        _run(conn, number, description, statements)
     return True
 
 
