@@ -265,11 +265,10 @@ class Pipeline:
         # at a threshold equal to the similarity a hit reports.
         found = self._nearest(keyed.scope, vector, now)
         candidates = found
-        rows = self.store.get_many([i for i, _ in candidates], now)
+        rows, wrong_for = self.store.candidates([i for i, _ in candidates], now, len(vector))
         gone = [i for i, _ in candidates if i not in rows]
         if gone:  # deleted, expired or replaced elsewhere
             self.scopes.forget(keyed.scope, gone)
-        wrong_for = self.store.wrong_queries(list(rows), len(vector))
         verdict: Verdict | None = None
         # The similarity that decides is recomputed from the store's own vector: the index only
         # proposes candidates, so even a damaged index cannot make a wrong hit. Candidates are

@@ -121,6 +121,15 @@ def test_bookkeeping_counters_thresholds_feedback_audit_shadow(store: Store) -> 
     store.add_feedback(entry_id, "s", "q", "p", None, None, "exact")
     wrong = store.wrong_queries([entry_id, 999], DIM)
     assert list(wrong) == [entry_id] and np.allclose(wrong[entry_id][0], vec(5))
+    store.add_feedback(entry_id, "s", "q2", "p", 0.91, vec(6), "wrong")
+    other, _ = store.put(entry("k2", seed=2))
+    # What a semantic lookup reads (one round trip on a server): the live rows among the ids and
+    # the wrong-marked queries of those rows only.
+    rows, wrong = store.candidates([entry_id, other, 999], now, DIM)
+    assert sorted(rows) == sorted([entry_id, other]) and list(wrong) == [entry_id]
+    assert rows[entry_id] == store.get_many([entry_id], now)[entry_id]
+    assert np.allclose(wrong[entry_id], np.vstack([vec(5), vec(6)]))
+    assert store.candidates([], now, DIM) == ({}, {})
     store.add_shadow("s", entry_id, 0.93, True, [])
     store.add_shadow("s", entry_id, 0.95, False, ["text"])
     assert store.shadow_counts() == {"s": (2, 1, pytest.approx(0.95))}

@@ -100,6 +100,13 @@ class Store(Protocol):
 
     def get_many(self, ids: list[int], now: float) -> dict[int, StoredEntry]: ...
 
+    def candidates(
+        self, ids: list[int], now: float, dimension: int
+    ) -> tuple[dict[int, StoredEntry], dict[int, np.ndarray]]:
+        """``get_many(ids, now)`` and the ``wrong_queries`` of the rows found, read together:
+        what a semantic lookup needs, in one round trip on a server."""
+        ...
+
     def vectors_since(
         self, scope: str, after_id: int, dimension: int
     ) -> tuple[np.ndarray, np.ndarray]: ...
