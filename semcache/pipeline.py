@@ -125,8 +125,12 @@ class Pipeline:
         self.shadow = shadow
         self.events = events if events is not None else EventBus()
         self.disabled = disabled  # why the cache is off (fail_open on a broken file)
-        if settings.search == "pgvector" and not disabled and not isinstance(store, VectorSearch):
-            raise UsageError("search='pgvector' needs a store that searches its own vectors")
+        # The store that proposes candidates itself (search="pgvector"); None: the local index.
+        self._searcher: VectorSearch | None = None
+        if settings.search == "pgvector" and not disabled:
+            if not isinstance(store, VectorSearch):
+                raise UsageError("search='pgvector' needs a store that searches its own vectors")
+            self._searcher = store
         self.ledger = Ledger(store)
         self.scopes = Scopes(store, settings.index_vectors)  # the derived FAISS index
         self.upkeep = Upkeep(store, self.ledger, self.scopes, settings, self._evicted)
@@ -437,9 +441,9 @@ class Pipeline:
         FAISS index in this process, caught up with the store first, or by the store itself
         when the cache searches in the database (``search="pgvector"``). Either way they are
         only proposals, re-checked against the store by ``_lookup``."""
-        if self.settings.search == "pgvector" and isinstance(self.store, VectorSearch):
+        if self._searcher is not None:
             self.scopes.record_dimension(len(vector))  # as the local index's first catch-up
-            return self.store.nearest(scope, vector, _CANDIDATES, now)
+            return self._searcher.nearest(scope, vector, _CANDIDATES, now)
         return self.catch_up(scope).search(scope, vector, _CANDIDATES)
 
     def catch_up(self, scope: str) -> VectorIndex:

@@ -9,7 +9,6 @@ from typing import Any
 
 import instructor
 import pytest
-from pydantic import BaseModel
 
 from semcache.errors import UsageError
 from semcache.integrations.instructor_cache import InstructorCacheStats, SQLiteCache
@@ -18,18 +17,7 @@ from semcache.storage.postgres import PostgresStore, migrations
 from .conftest import FakeProvider, openai_client
 from .fleet_node import open_node
 from .pgserver import admin
-
-
-class Answer(BaseModel):
-    text: str
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from .test_instructor_cache import Answer, FakeClock
 
 
 def ask(client: Any, text: str) -> Any:

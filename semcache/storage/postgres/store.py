@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from semcache.errors import CacheNotFoundError, ConfigMismatchError, StoreError, UsageError
-from semcache.storage.base import SEARCHES, Changes, NewEntry, Search, Sink, SnapshotHead
+from semcache.storage.base import Changes, NewEntry, Search, Sink, SnapshotHead
 from semcache.storage.postgres import books, feed, listen, migrations, rows, snapshots, vectors
 from semcache.storage.postgres.connect import Connections
 from semcache.storage.postgres.qmark import QmarkConnection
@@ -64,8 +64,6 @@ class PostgresStore:
         (``vectors.py``); the server must have pgvector (the extension is created when missing
         and the role may). It takes a URL, not a pool: its search setting (``hnsw.ef_search``)
         is set for the cache's own sessions, and a pool's sessions are the owner's."""
-        if search not in SEARCHES:
-            raise UsageError(f"search must be one of {', '.join(SEARCHES)}; got {search!r}")
         if search != "local" and not isinstance(dsn, str):
             raise UsageError(
                 f"search={search!r} takes a postgresql:// URL, not a pool: pass the pool's conninfo"

@@ -194,19 +194,15 @@ def nearest(
     (see the module's docstring)."""
     text = "[" + ",".join(map(repr, np.asarray(vector, dtype=np.float32).tolist())) + "]"
     distance = f"embedding_vector OPERATOR({_quote(schema)}.<=>) %s::{_quote(schema)}.vector"
-    where = "scope = %s AND (expires_at IS NULL OR expires_at > %s)"
-    rows = conn.execute(
-        f"SELECT id, {distance} FROM entries WHERE {where} AND embedding_vector IS NOT NULL "
-        f"ORDER BY {distance} LIMIT %s",
-        (text, scope, now, text, k),
-    ).fetchall()
+    select = (
+        f"SELECT id, {distance} FROM entries WHERE scope = %s AND embedding_vector IS NOT NULL "
+        "AND (expires_at IS NULL OR expires_at > %s) ORDER BY "
+    )
+    values = (text, scope, now, text, k)
+    rows = conn.execute(f"{select}{distance} LIMIT %s", values).fetchall()
     if len(rows) < k:
         # ``+ 0`` makes the order an expression no index matches: an exact scan of the scope.
-        rows = conn.execute(
-            f"SELECT id, {distance} FROM entries WHERE {where} AND embedding_vector IS NOT NULL "
-            f"ORDER BY ({distance}) + 0 LIMIT %s",
-            (text, scope, now, text, k),
-        ).fetchall()
+        rows = conn.execute(f"{select}({distance}) + 0 LIMIT %s", values).fetchall()
     return [(int(i), 1.0 - float(d)) for i, d in rows]
 
 
