@@ -123,7 +123,8 @@ def real_sentences(limit: int) -> list[str]:
     for path in sorted(DATA.glob("*.jsonl")):
         for line in path.open(encoding="utf-8"):
             row = json.loads(line)
-            texts.update({row["a"].strip(): None, row["b"].strip(): None})
+            if "a" in row:  # a sentence pair (banking77.jsonl holds single labeled queries)
+                texts.update({row["a"].strip(): None, row["b"].strip(): None})
     ordered = sorted(texts)
     random.Random(0).shuffle(ordered)
     return ordered[:limit]
