@@ -1,8 +1,11 @@
 """Fleet: several node processes sharing one cache on PostgreSQL, each with its own FAISS replica.
 
-One private schema on the server is filled with N entries in one scope (vectors from a
-deterministic 384-dimension stand-in for MiniLM, so that filling 100k entries takes seconds and
-"embedding excluded" is exact). Then ``--nodes`` processes start at once, and each measures:
+One private schema on the server is filled with N entries in one scope. Their vectors come from a
+table, so that filling 100k entries takes seconds and "embedding excluded" is exact: by default
+(``--vectors real``) synthetic-from-real vectors shaped like MiniLM's (``fleet_vectors.py``: the
+items probed are the unambiguous ones); ``--vectors gaussian`` uses independent Gaussian vectors,
+the worst case for an HNSW graph's search. Then ``--nodes`` processes start at once, and each
+measures:
 
     cold start   until its first semantic hit: reading the scope's vectors and building its index
                  (in the background: lookups meanwhile are answered by the exact tier only)
@@ -10,13 +13,15 @@ deterministic 384-dimension stand-in for MiniLM, so that filling 100k entries ta
     semantic     a semantic hit through ``cache.lookup`` (embedding cost ~20 us, i.e. excluded),
                  and interleaved with it one made as if the scope had just been notified of a
                  change (it reads the change feed, as every lookup did before notifications)
-    lag          node 0 stores an answer; the time until each other node's lookup finds it
+    lag          node 0 stores an answer; the time until each other node's lookup finds it (a
+                 waiting node looks every ``--lag-poll-ms``, 1 ms; 0 spins)
     throughput   lookups per second, all nodes at once (half exact, half semantic)
     memory       resident memory of the node after its index is built
 
 Every hit is checked: a lookup answered with another item's answer counts as wrong. The MiniLM
 embedding time per query is measured on its own (``--model``) so that "embedding included" is
-the semantic figure plus that. Semantic lookups get their vector precomputed (``Precomputed``).
+the semantic figure plus that. Semantic lookups get their vector from the table
+(``RealLike``, or ``Precomputed`` for the Gaussian stand-ins).
 
 GPTCache runs beside it in the same run, on the same server, entries and probes, its lookups
 interleaved with semcache's in each node (``fleet_gptcache.py``; ``pip install -e '.[bench]'``;
@@ -155,19 +160,28 @@ def wrapped_client(cache: Any) -> Any:
 
 def node(
     dsn: str, me: int, nodes: int, entries: int, start: Any, lag_queue: Any, out: Any,
-    gpt: tuple[str, str, int] | None = None,
+    gpt: tuple[str, str, int] | None = None, vectors: tuple[str, list[int]] | None = None,
+    poll_s: float = 0.001,
 ) -> None:  # fmt: skip
+    """One node process. ``vectors``: the folder of ``fleet_vectors.RealLike`` and the items it
+    may probe; without it, the Gaussian stand-in and every item."""
     result: dict[str, Any] = {"node": me, "wrong": 0}
     rng = np.random.default_rng(me)
-    embedder = Precomputed()
+    embedder: Any = Precomputed()
+    probed: Any = entries
+    if vectors is not None:
+        from fleet_vectors import RealLike
+
+        embedder, probed = RealLike(vectors[0]), np.asarray(vectors[1])
     with open_cache(dsn, embedder) as cache:
         start.wait()
         began = time.perf_counter()
-        cache.lookup(paraphrase(0), Answer, model="m")  # a miss while the index is built
+        first = int(rng.choice(probed))
+        cache.lookup(paraphrase(first), Answer, model="m")  # a miss while the index is built
         cache.pipeline.scopes.wait()
-        hit = cache.lookup(paraphrase(0), Answer, model="m")
+        hit = cache.lookup(paraphrase(first), Answer, model="m")
         result["cold_start_s"] = time.perf_counter() - began
-        result["wrong"] += hit is None or hit.value.text != "answer 0"
+        result["wrong"] += hit is None or hit.value.text != f"answer {first}"
         scope = hit.scope if hit is not None else ""  # every item's: one scope
         result["rss_mb"] = rss_mb()
         side = None
@@ -190,7 +204,7 @@ def node(
         times: dict[str, list[float]] = {kind: [] for kind in kinds}
         hits, wrong = dict.fromkeys(kinds, 0), dict.fromkeys(kinds, 0)
         exact: list[float] = []
-        probes = rng.integers(0, entries, 300).tolist()
+        probes = [int(item) for item in rng.choice(probed, 300)]
         embedder.warm([text_of(paraphrase(item)) for item in probes])
         for turn, item in enumerate(probes):
             t = time.perf_counter()
@@ -242,6 +256,10 @@ def node(
                         lags.append(time.time() - stored_at)
                         result["wrong"] += hit.value.text != f"answer {item}"
                         break
+                    if time.time() - stored_at > LAG_GIVE_UP_S:
+                        result["lag_lost"] = result.get("lag_lost", 0) + 1
+                        break
+                    time.sleep(poll_s)
         result["lag_s"] = lags
         start.wait()
         if side is not None and nodes > 1:  # the same for GPTCache, on new items of its own
@@ -256,7 +274,7 @@ def node(
         start.wait()
         done, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < 5.0:
-            item = int(rng.integers(0, entries))
+            item = int(rng.choice(probed))
             hit = cache.lookup((question if done % 2 else paraphrase)(item), Answer, model="m")
             result["wrong"] += hit is None or hit.value.text != f"answer {item}"
             done += 1
@@ -264,6 +282,9 @@ def node(
         if side is not None:
             side.close()
     out.put(result)
+
+
+LAG_GIVE_UP_S = 10.0  # an answer not found by then counts as lost
 
 
 def model_embed_ms() -> float:
@@ -285,6 +306,11 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=10_000)
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--model", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--lag-poll-ms", type=float, default=1.0,
+                        help="pause of a reader between lookups while it waits for a new answer "
+                        "(0: it spins, and four spinning nodes crowd two cores)")  # fmt: skip
+    parser.add_argument("--vectors", choices=("real", "gaussian"), default="real",
+                        help="MiniLM-shaped vectors (fleet_vectors.py) or Gaussian stand-ins")  # fmt: skip
     parser.add_argument("--out", type=Path)
     parser.add_argument("--gptcache", action=argparse.BooleanOptionalAction, default=True,
                         help="GPTCache beside semcache, on the same server (fleet_gptcache.py)")  # fmt: skip
@@ -314,11 +340,21 @@ def main() -> None:
         for name in schemas:
             admin.execute(f"CREATE SCHEMA {name}")
     dsn = f"{args.server}?options=-csearch_path%3D{schema}"
-    workdir = Path(tempfile.mkdtemp(prefix="fleet-gptcache-"))
+    workdir = Path(tempfile.mkdtemp(prefix="fleet-"))
     gpt, gpt_fill_s = None, float("nan")
+    vectors: tuple[str, list[int]] | None = None
+    embedder: Any = Embedder384()
+    real_label = ""
     try:
+        if args.vectors == "real":
+            from fleet_gptcache import LAG_ITEMS
+            from fleet_vectors import RealLike, prepare
+
+            extra = 100 + LAG_ITEMS  # the items stored while lag is measured, GPTCache's too
+            clean, real_label = prepare(workdir, args.entries, extra, 0.9, 0.05)
+            vectors, embedder = (str(workdir), clean), RealLike(workdir)
         t = time.perf_counter()
-        with open_cache(dsn) as cache:
+        with open_cache(dsn, embedder) as cache:
             items = ((question(i), Answer(text=f"answer {i}")) for i in range(args.entries))
             cache.store_many(items, Answer, model="m", batch_size=1000)
         fill_s = time.perf_counter() - t
@@ -328,13 +364,26 @@ def main() -> None:
             texts = [text_of(question(i)) for i in range(args.entries)]
             url, filled = sql_url(args.server, gpt_schema), workdir / "filled.index"
             gpt_fill_s = fill(url, filled, texts, [f"answer {i}" for i in range(args.entries)],
-                              Embedder384().embed(texts))  # fmt: skip
+                              embedder.embed(texts))  # fmt: skip
             gpt = (url, str(filled), args.entries + LAG_ITEMS + 1000)
         context = multiprocessing.get_context("spawn")
         start, lag_queue, out = context.Barrier(args.nodes), context.Queue(), context.Queue()
+        poll_s = args.lag_poll_ms / 1000
         procs = [
             context.Process(
-                target=node, args=(dsn, n, args.nodes, args.entries, start, lag_queue, out, gpt)
+                target=node,
+                args=(
+                    dsn,
+                    n,
+                    args.nodes,
+                    args.entries,
+                    start,
+                    lag_queue,
+                    out,
+                    gpt,
+                    vectors,
+                    poll_s,
+                ),
             )
             for n in range(args.nodes)
         ]
@@ -351,10 +400,19 @@ def main() -> None:
     embed_ms = model_embed_ms() if args.model else float("nan")
     lags = [lag for r in results for lag in r["lag_s"]]
     lines = [
-        f"`python benchmarks/fleet.py --entries {args.entries} --nodes {args.nodes}`, "
+        f"`python benchmarks/fleet.py --entries {args.entries} --nodes {args.nodes} "
+        f"--vectors {args.vectors} --lag-poll-ms {args.lag_poll_ms:g}"
+        f"{'' if args.gptcache else ' --no-gptcache'}`, "
         f"{time.strftime('%Y-%m-%d')}, PostgreSQL on loopback, {os.cpu_count()} cores shared "
         f"with other work (load average {load_before:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end).",
+        "",
+        (
+            f"Vectors: synthetic-from-real (`fleet_vectors.py`, real ones by MiniLM {real_label}); "
+            f"probes drawn from the {len(vectors[1]):,} unambiguous items of 5,000 sampled."
+            if vectors is not None
+            else "Vectors: independent Gaussian stand-ins (`Embedder384`), HNSW's worst case."
+        ),
         "",
         f"| fleet, {args.nodes} nodes, {args.entries:,} entries in one scope | value |",
         "|---|---:|",
@@ -379,6 +437,8 @@ def main() -> None:
         f"{statistics.median(r['semantic_ms'][0] for r in results) + embed_ms:.2f} ms |",
         "| store-to-hit lag on another node, p50 / p99 | "
         + (f"{percentile(lags, 0.5):.1f} / {percentile(lags, 0.99):.1f} ms |" if lags else "- |"),
+        f"| answers another node had not found after {LAG_GIVE_UP_S:.0f} s (lost) | "
+        f"{sum(r.get('lag_lost', 0) for r in results)} |",
         f"| lookups per second, all nodes at once | "
         f"{sum(r['lookups_per_s'] for r in results):,.0f} |",
         f"| resident memory per node after its index is built, median | "
