@@ -1,100 +1,46 @@
 """The ``semcache`` command line: thin click commands over ``semcache.ops``.
 
-``admin`` (stats, ls, show, query, prune, vacuum), ``check``, ``audit_log`` (log), ``export``,
-``importer``, ``tuning`` and ``traffic`` (tune); ``semcache.cli.output`` prints what they return.
+``admin`` (stats, ls, show, query, prune, vacuum), ``check``, ``audit_log`` (log), ``export`` and
+``importer``; ``tune`` (over ``tuning`` and ``traffic``) is ``semcache.cli.tune``, added to the same
+group. ``semcache.cli.output`` prints what they return.
 
 Each command opens the cache (a SQLite file, or a ``postgresql://`` URL: every command works on
 both), calls one library function and formats what it returns, so everything the CLI does is also
-a function call away. Library errors (``SemcacheError``) and environment errors (``OSError``)
-become one-line messages with exit code 1, a URL's password replaced by ``***``; a traceback means
-a bug. Only ``query``, and ``import`` when it must re-embed, load the embedding model: the other
-commands read the store alone and import neither torch nor instructor, which keeps them fast to
-start.
+a function call away. What surrounds that call is the same for every command and lives in
+``semcache.cli.harness``: library and environment errors become one-line messages with exit code 1
+(a traceback means a bug), and a cache is opened with the time budget its statements need. Only
+``query``, and ``import`` when it must re-embed, load the embedding model: the other commands read
+the store alone and import neither torch nor instructor, which keeps them fast to start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from semcache.cli.output import emit, iso, output_options, rounded, short_ids
-from semcache.errors import CacheNotFoundError, SemcacheError, UsageError
-from semcache.ops import admin, audit_log, traffic
+from semcache.cli.harness import (
+    DURATION,
+    CommandGroup,
+    budget,
+    embedder_arg,
+    filter_options,
+    manifest_embedder,
+    open_store,
+    recorded_embedder,
+)
+from semcache.cli.output import change_row, emit, iso, output_options, short_ids
+from semcache.cli.tune import tune
+from semcache.errors import UsageError
+from semcache.ops import admin, audit_log
 from semcache.ops.check import check as check_file
+from semcache.ops.entry_filter import EntryFilter
 from semcache.pipeline import DEFAULT_THRESHOLD
-from semcache.storage import Rows, open_existing
-from semcache.storage.location import is_postgres, redact
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-# Seconds one statement of a command may run on PostgreSQL (a check or prune of a large cache
-# reads every row); the connection itself still gives up after its 3 s connect timeout.
-STATEMENT_BUDGET = 600.0
 
 
-class _QuietOutages(logging.Filter):
-    """The storage layer warns once per outage for long-running apps; a command reports a server
-    it cannot reach as its one-line error instead of a second, differently worded warning."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("semcache: PostgreSQL at ")
-
-
-class _Group(click.Group):
-    """Turns library and I/O errors into one-line ``click.ClickException``s (exit code 1)."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        quiet = _QuietOutages()
-        logger = logging.getLogger("semcache")
-        logger.addFilter(quiet)
-        try:
-            return super().invoke(ctx)
-        except (SemcacheError, OSError) as exc:
-            # libpq may quote a connection string: no message leaves with its password.
-            raise click.ClickException(redact(" ".join(str(exc).split()))) from exc
-        finally:
-            logger.removeFilter(quiet)
-
-
-class _Duration(click.ParamType):  # type: ignore[type-arg,unused-ignore]
-    name = "duration"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, float):
-            return value
-        try:
-            return admin.parse_duration(str(value))
-        except SemcacheError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-DURATION = _Duration()
-
-
-def filter_options(func: F) -> F:
-    """The entry filters shared by ``ls`` and ``prune`` (see ``admin.EntryFilter``)."""
-    options = [
-        click.option("--scope", help="Scope hash or a prefix of it (ls shows 12 characters)."),
-        click.option("--namespace", help="Only this namespace."),
-        click.option("--schema", "schema_name", help="Only this response model (schema title)."),
-        click.option("--model", help="Only this LLM model name."),
-        click.option("--older-than", type=DURATION, help="Created longer ago than this (7d, 12h)."),
-        click.option("--newer-than", type=DURATION, help="Created more recently than this."),
-        click.option("--never-hit", is_flag=True, help="Never served as a hit."),
-        click.option("--expired", is_flag=True, help="TTL passed (needs an expires_at column)."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="semcache", prog_name="semcache")
 def main() -> None:
     """Inspect, move and repair semcache caches (also runs as `python -m semcache`).
@@ -103,6 +49,9 @@ def main() -> None:
 
     Example: semcache stats cache.db
     """
+
+
+main.add_command(tune)  # thresholds rather than entries: semcache.cli.tune
 
 
 @main.command()
@@ -117,11 +66,11 @@ def stats(db: str, fmt: str) -> None:
 
     Example: semcache stats postgresql://semcache_app@db.internal/app
     """
-    with _store(db) as store:
+    with open_store(db) as store:
         numbers = admin.stats(store)
         changes = store.threshold_changes(limit=5)
     if changes:  # the most recent first: who moved which threshold, from what to what
-        numbers["threshold_changes"] = [_change_row(c) for c in changes]
+        numbers["threshold_changes"] = [change_row(c) for c in changes]
     for key in ("oldest_entry", "newest_entry"):
         numbers[key] = iso(numbers[key])
     if fmt != "json":  # one line per scope: "12 of 13 agree (0.923)"
@@ -153,10 +102,8 @@ def ls(db: str, sort: str, limit: int, fmt: str, **filters: Any) -> None:
 
     Example: semcache ls cache.db --schema Ticket --newer-than 7d --sort hits
     """
-    with _store(db) as store:
-        rows = admin.list_entries(
-            store, admin.EntryFilter(**filters), sort=sort, limit=limit or None
-        )
+    with open_store(db) as store:
+        rows = admin.list_entries(store, EntryFilter(**filters), sort=sort, limit=limit or None)
     for row in rows:
         row["created_at"], row["last_hit_at"] = iso(row["created_at"]), iso(row["last_hit_at"])
     emit(rows, fmt, widths={"scope": 12, "prompt": 50})
@@ -171,7 +118,7 @@ def show(db: str, entry_id: int, fmt: str) -> None:
 
     Example: semcache show cache.db 42
     """
-    with _store(db) as store:
+    with open_store(db) as store:
         entry = admin.get_entry(store, entry_id)
     for key, value in entry.items():
         if key.endswith("_json") and isinstance(value, str):
@@ -216,10 +163,10 @@ def query(
     """
     from semcache.embedding.resolve import resolve_embedder
 
-    with _store(db) as store:
-        model = resolve_embedder(_embedder_arg(embedder or store.settings().get("embedder_name")))
+    with open_store(db) as store:
+        model = resolve_embedder(embedder_arg(embedder or store.settings().get("embedder_name")))
         store.check_settings({"embedder_name": model.name})  # vectors of one model only
-        flt = admin.EntryFilter(**filters)
+        flt = EntryFilter(**filters)
         scopes = admin.scopes(store, flt)
         found = admin.nearest(store, model, text, threshold=threshold, flt=flt, k=k)
     results = [n.__dict__ for n in found]
@@ -259,7 +206,7 @@ def log_command(
     """
     if vetoes and verdict:
         raise UsageError("--verdict filters the audit log; --vetoes lists vetoes, which have none")
-    with _store(db) as store:
+    with open_store(db) as store:
         options: dict[str, Any] = {"since": since, "scope": scope, "limit": limit or None}
         if vetoes:
             rows = audit_log.veto_rows(store, **options)
@@ -283,7 +230,7 @@ def export_command(db: str, folder: str, overwrite: bool, fmt: str) -> None:
     """
     from semcache.ops.engines import export_store
 
-    with _store(db) as store:
+    with open_store(db) as store:
         report = export_store(store, folder, overwrite=overwrite, progress=None)
     emit({**report.__dict__, "folder": str(report.folder)}, fmt)
 
@@ -308,8 +255,8 @@ def import_command(db: str, folder: str, embedder: str | None, fmt: str, **optio
     """
     from semcache.cache import SemanticCache
 
-    name = embedder or _recorded_embedder(db) or _manifest_embedder(folder)
-    with SemanticCache(db, embedder=_embedder_arg(name), busy_timeout=_budget(db)) as cache:
+    name = embedder or recorded_embedder(db) or manifest_embedder(folder)
+    with SemanticCache(db, embedder=embedder_arg(name), busy_timeout=budget(db)) as cache:
         report = cache.import_export(folder, progress=None, **options)
     emit({k: v for k, v in report.__dict__.items() if k != "id_map"}, fmt)
 
@@ -324,7 +271,7 @@ def check(db: str, fix: bool, fmt: str) -> None:
 
     Example: semcache check cache.db --fix
     """
-    with _store(db) as store:
+    with open_store(db) as store:
         report = check_file(store, fix=fix)
     rows = [
         {
@@ -351,10 +298,8 @@ def prune(db: str, invalid_for: str | None, dry_run: bool, fmt: str, **filters: 
     Example: semcache prune cache.db --invalid-for myapp.models:Ticket --dry-run
     """
     model_cls = admin.load_model_class(invalid_for) if invalid_for else None
-    with _store(db) as store:
-        ids = admin.prune(
-            store, admin.EntryFilter(**filters), invalid_for=model_cls, dry_run=dry_run
-        )
+    with open_store(db) as store:
+        ids = admin.prune(store, EntryFilter(**filters), invalid_for=model_cls, dry_run=dry_run)
     key = "would_delete" if dry_run else "deleted"
     emit({key: len(ids), "ids": ids if fmt == "json" else short_ids(ids)}, fmt)
 
@@ -368,132 +313,5 @@ def vacuum(db: str, fmt: str) -> None:
 
     Example: semcache vacuum cache.db
     """
-    with _store(db) as store:
+    with open_store(db) as store:
         emit(admin.vacuum(store), fmt)
-
-
-@main.command()
-@click.argument("source", metavar="FILE")
-@click.option("--no-verify", is_flag=True, help="Measure cosine alone, without the verifier.")
-@click.option("--split", default=None, help="Only pairs of this split (e.g. test).")
-@click.option("--from-traffic", is_flag=True, help="FILE is a cache: calibrate on its live labels.")
-@click.option(
-    "--target", type=float, default=0.99, show_default=True, help="Precision to reach (traffic)."
-)
-@click.option("--apply", is_flag=True, help="Write the proposed thresholds (with --from-traffic).")
-@output_options
-def tune(
-    source: str,
-    no_verify: bool,
-    split: str | None,
-    from_traffic: bool,
-    target: float,
-    apply: bool,
-    fmt: str,
-) -> None:
-    """Sweep thresholds over a labeled file: precision, recall, false-hit rate, F1 and hit rate
-    per threshold, with hits checked by the default verifier as in the cache.
-
-    With --from-traffic, FILE is a cache (a file or a postgresql:// URL): each scope's precision
-    against the threshold from its live labels (near misses, shadow checks, mark_wrong), then the
-    threshold calibration would set (the lowest whose 95% lower bound reaches --target); --apply
-    writes them, logged. The store alone, no model.
-
-    Example: semcache tune data/pairs/pairs.jsonl --split test
-
-    Example: semcache tune cache.db --from-traffic --target 0.99 --apply
-    """
-    if from_traffic:
-        _tune_from_traffic(source, target, apply, fmt)
-        return
-    if apply:
-        raise UsageError("--apply writes thresholds into a cache: use it with --from-traffic")
-    if not Path(source).is_file():
-        raise UsageError(f"{redact(source)}: no such file of labeled pairs")
-    from semcache.ops import tuning  # imported here: it embeds, so it loads the model
-
-    rows = tuning.sweep_file(source, verifier=None if no_verify else "default", split=split)
-    columns = (
-        "threshold",
-        "precision",
-        "precision_low",
-        "recall",
-        "false_hit_rate",
-        "f1",
-        "hit_rate",
-    )
-    emit([{c: rounded(row.get(c)) for c in columns} for row in rows], fmt)
-
-
-def _tune_from_traffic(db: str, target: float, apply: bool, fmt: str) -> None:
-    if not 0.0 < target <= 1.0:
-        raise UsageError(f"--target is a precision in (0, 1], got {target}")
-    with _store(db) as store:
-        reports = traffic.from_traffic(store, target=target, apply=apply)
-        changes = store.threshold_changes(limit=10)
-    curves, decisions = traffic.curve_rows(reports), traffic.decision_rows(reports)
-    if fmt == "json":
-        emit({"target": target, "applied": apply, "scopes": decisions, "curves": curves}, fmt)
-        return
-    if fmt == "csv":
-        emit(curves, fmt)
-        return
-    if not reports:
-        click.echo("no labels yet: near misses, shadow checks and mark_wrong write them")
-        return
-    emit(curves, fmt, widths={"scope": 12})
-    click.echo()
-    emit(decisions, fmt, widths={"scope": 12, "reason": 70})
-    click.echo(f"\n{'applied' if apply else 'proposed (use --apply to write)'}; recent changes:")
-    emit([_change_row(c) for c in changes], fmt, widths={"target": 18})
-
-
-def _change_row(change: Any) -> dict[str, Any]:
-    evidence = change.evidence
-    return {
-        "at": iso(change.created_at), "target": change.target, "old": rounded(change.old),
-        "new": rounded(change.new), "source": change.source, "labels": evidence.get("labels"),
-        "precision_low": rounded(evidence.get("low")),
-    }  # fmt: skip
-
-
-# -- opening caches ----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _store(db: str) -> Iterator[Rows]:
-    """The store of an existing cache: a file (opening it creates the views for sqlite3/Datasette
-    users) or a PostgreSQL schema holding one; never an empty new cache reporting zeros."""
-    store = open_existing(db, busy_timeout=_budget(db))
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-def _budget(db: str) -> float:
-    """How long a statement may run on PostgreSQL; on SQLite, how long to wait for a lock."""
-    return STATEMENT_BUDGET if is_postgres(db) else 5.0
-
-
-def _recorded_embedder(db: str) -> str | None:
-    """The embedding model DB was created with; None when DB holds no cache yet."""
-    try:
-        with _store(db) as store:
-            return store.settings().get("embedder_name")
-    except CacheNotFoundError:
-        return None
-
-
-def _manifest_embedder(folder: str) -> str | None:
-    with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
-        name = json.loads((Path(folder) / "manifest.json").read_text())["embedder"]["name"]
-        return name if isinstance(name, str) else None
-    return None  # import_export reports what is wrong with the folder
-
-
-def _embedder_arg(name: str | None) -> str | None:
-    """None selects the bundled offline copy of the default model instead of a download."""
-    from semcache.embedding.base import DEFAULT_MODEL_NAME
-
-    return None if name in (None, DEFAULT_MODEL_NAME) else name

@@ -68,6 +68,17 @@ def short_ids(ids: list[int]) -> str:
     return ", ".join(map(str, ids[:20])) + (f", ... ({len(ids)} in all)" if len(ids) > 20 else "")
 
 
+def change_row(change: Any) -> dict[str, Any]:
+    """A logged threshold change (``store.threshold_changes``) as a row: when, which target, old
+    and new value, who changed it, and on how much evidence."""
+    evidence = change.evidence
+    return {
+        "at": iso(change.created_at), "target": change.target, "old": rounded(change.old),
+        "new": rounded(change.new), "source": change.source, "labels": evidence.get("labels"),
+        "precision_low": rounded(evidence.get("low")),
+    }  # fmt: skip
+
+
 def _table(rows: list[dict[str, Any]], widths: dict[str, int]) -> str:
     if not rows:
         return "(no rows)"

@@ -4,10 +4,11 @@ Everything here works on a ``Rows`` store (a SQLite file or a PostgreSQL databas
 written once, ``semcache.storage.base.Rows``) and never loads the embedding model (except
 ``nearest``, which is handed an embedder), so the CLI commands built on it start without importing
 torch. Verifying and repairing a cache is ``semcache.ops.check``; the audit log is
-``semcache.ops.audit_log``. Columns are read from the catalog where a function carries whole rows,
-because the ``entries`` table grows columns over time (``expires_at``, ...) and maintenance code
-must not silently drop them. All SQL is parameterized; every write goes through
-``store.transaction()``.
+``semcache.ops.audit_log``; which entries a listing or a prune applies to is an ``EntryFilter``
+(``semcache.ops.entry_filter``; it and ``parse_duration`` can be imported from here too). Columns
+are read from the catalog where a function carries whole rows, because the ``entries`` table grows
+columns over time (``expires_at``, ...) and maintenance code must not silently drop them. All SQL
+is parameterized; every write goes through ``store.transaction()``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import re
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,72 +26,14 @@ from pydantic import BaseModel
 from semcache.embedding.base import Embedder
 from semcache.errors import EntryNotFoundError, UsageError
 from semcache.keys import schema_fingerprint
+from semcache.ops.entry_filter import EntryFilter as EntryFilter
+from semcache.ops.entry_filter import parse_duration as parse_duration
 from semcache.pipeline import DEFAULT_THRESHOLD
 from semcache.storage.base import Rows
 from semcache.storage.instructor_table import instructor_cache_stats
 
 SORTS = ("recent", "hits", "created", "id")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _CHUNK = 500  # ids per DELETE/UPDATE statement, well under SQLite's parameter limit
-
-
-@dataclass(frozen=True)
-class EntryFilter:
-    """Which entries a listing or a prune applies to; every field given must match.
-
-    ``scope`` may be a prefix of the scope hash (``ls`` shows the first 12 characters).
-    ``older_than``/``newer_than`` are ages in seconds, measured from ``created_at``. ``expired``
-    needs an ``expires_at`` column (epoch seconds) and selects rows whose TTL has passed.
-    """
-
-    scope: str | None = None
-    namespace: str | None = None
-    schema_name: str | None = None
-    model: str | None = None
-    older_than: float | None = None
-    newer_than: float | None = None
-    never_hit: bool = False
-    expired: bool = False
-
-    def is_empty(self) -> bool:
-        return self == EntryFilter()
-
-    def where(self, columns: list[str], now: float | None = None) -> tuple[str, list[Any]]:
-        """A SQL condition and its parameters; ``"true"`` when nothing is filtered."""
-        now = time.time() if now is None else now
-        parts: list[str] = []
-        params: list[Any] = []
-        if self.scope:
-            parts.append("substr(scope, 1, length(?)) = ?")
-            params += [self.scope, self.scope]
-        for column in ("namespace", "schema_name", "model"):
-            value = getattr(self, column)
-            if value is not None:
-                parts.append(f"{column} = ?")
-                params.append(value)
-        if self.older_than is not None:
-            parts.append("created_at < ?")
-            params.append(now - self.older_than)
-        if self.newer_than is not None:
-            parts.append("created_at >= ?")
-            params.append(now - self.newer_than)
-        if self.never_hit:
-            parts.append("hits = 0")
-        if self.expired:
-            if "expires_at" not in columns:
-                raise UsageError("this cache file has no expires_at column, so nothing has a TTL")
-            parts.append("expires_at IS NOT NULL AND expires_at <= ?")
-            params.append(now)
-        return (" AND ".join(parts) or "true"), params
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``"90"``, ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"`` or ``"2w"``."""
-    match = _DURATION.match(text)
-    if not match:
-        raise UsageError(f"not a duration: {text!r} (use a number with s, m, h, d or w)")
-    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
 def stats(store: Rows) -> dict[str, Any]:
