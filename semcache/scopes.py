@@ -44,7 +44,8 @@ from pathlib import Path
 from semcache.embedding.base import Embedder
 from semcache.errors import StoreUnavailableError
 from semcache.index import file_format, vector_index
-from semcache.index.vector_index import VectorIndex, VectorKind
+from semcache.index.stages import VectorKind
+from semcache.index.vector_index import VectorIndex
 from semcache.storage.base import Changes, SnapshotHead, SnapshotStore, Store
 
 logger = logging.getLogger("semcache")
@@ -247,7 +248,7 @@ class Scopes:
         ours = (index.dimension, index.vectors, index.embedder)
         if (head.dimension, head.vectors, head.embedder) != ours:
             self._bad_snapshots.add(head.snapshot)
-            index.refuse(
+            index.files.refuse(
                 scope, f"was built with {head.dimension} dimensions, vectors={head.vectors!r}, "
                 f"embedder {head.embedder!r}", False, "prebuilt index in the database",
             )  # fmt: skip
@@ -269,7 +270,7 @@ class Scopes:
                     found = self.store.download_snapshot(scope, received)
             except (OSError, ValueError) as exc:  # a chunk missing, or no room for the file
                 found, start.refused = None, f"could not be downloaded ({exc})"
-                index.refuse(scope, start.refused, True, "prebuilt index in the database")
+                index.files.refuse(scope, start.refused, True, "prebuilt index in the database")
             start.download_s = time.monotonic() - began
             if found is not None:
                 start.refused = index.load_snapshot(
