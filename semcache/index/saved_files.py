@@ -1,13 +1,13 @@
 """A scope's index as a file: the header a ``VectorIndex`` writes, and the checks that decide
 whether a file it finds (saved beside the database, or a snapshot downloaded from it) is used.
 
-Persistence: a scope of at least ``vector_index.PERSIST_AT`` vectors is saved beside the database as one file
-``<scope>.faiss`` (format in ``semcache.index.file_format``: a checked header, written
-atomically, read without a copy of the whole file). A damaged, truncated, foreign or mismatched
-file is refused (the caller rebuilds from the store; the next save replaces it); a file of
-another format or ``vectors`` choice is left unused without a warning. A valid file is always
-safe: the store is caught up from its watermark and every search result is checked against the
-store.
+Persistence: a scope of at least ``vector_index.PERSIST_AT`` vectors is saved beside the
+database as one file ``<scope>.faiss`` (format in ``semcache.index.file_format``: a checked
+header, written atomically, read without a copy of the whole file). A damaged, truncated, foreign
+or mismatched file is refused (the caller rebuilds from the store; the next save replaces it); a
+file of another format or ``vectors`` choice is left unused without a warning. A valid file is
+always safe: the store is caught up from its watermark and every search result is checked
+against the store.
 
 Prebuilt snapshots (a fleet on PostgreSQL) are the same file, with a change-feed position as
 their watermark (``"cursor": "feed"`` in the header), and pass the same checks.
