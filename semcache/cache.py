@@ -23,7 +23,7 @@ from semcache.embedding.base import Embedder
 from semcache.embedding.resolve import resolve_embedder
 from semcache.errors import StoreError, UsageError
 from semcache.events import EventBus
-from semcache.index.vector_index import VECTOR_KINDS, VectorKind
+from semcache.index.stages import VECTOR_KINDS, VectorKind
 from semcache.integrations.instructor import (
     AsyncCachedInstructor,
     CachedClient,

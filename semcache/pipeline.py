@@ -39,7 +39,8 @@ from semcache.events import (
     StoreEvent,
     VetoEvent,
 )
-from semcache.index.vector_index import VectorIndex, VectorKind
+from semcache.index.stages import VectorKind
+from semcache.index.vector_index import VectorIndex
 from semcache.keys import TextFn, build_key
 from semcache.labels import nearest
 from semcache.requests import Plan, entry_for, rehydrate, stored_similarity

@@ -13,16 +13,13 @@ A lookup reads the store's changes only when the store's ``change_token`` for th
 since the latest catch-up (PostgreSQL: a notification, a reconnect or the fallback poll of
 ``semcache.storage.postgres.listen``); a store without that hint (SQLite) is asked every time.
 
-Prebuilt snapshots (a store shared by a fleet: ``SnapshotStore``): a node that built a scope's
-HNSW graph publishes it, with the change-feed position it covers, unless the database holds one as
-new; it publishes again once ``PUBLISH_AFTER`` vectors were added since (from the periodic
-maintenance, in a thread). A node whose first lookup in a scope finds a snapshot downloads it in
-the background instead of building (lookups meanwhile: exact tier only, as during a build),
-checks it (checksum, embedder, dimension, vector kind, database, feed position: the checks a
-saved file gets), installs it with the ids removed before its position, and applies the feed
-from there, removals included: the result holds what a fresh build would. A damaged or
-mismatched snapshot is treated as absent (one log line per scope): the node builds, and then
-replaces a damaged one.
+Prebuilt snapshots (a store shared by a fleet: ``SnapshotStore``; ``semcache.snapshots``): a node
+that built a scope's HNSW graph publishes it, and again once ``PUBLISH_AFTER`` vectors were added
+since (from the periodic maintenance, in a thread). A node whose first lookup in a scope finds a
+snapshot installs it in the background instead of building (lookups meanwhile: exact tier only,
+as during a build), then applies the feed from its position, removals included: the result holds
+what a fresh build would. A damaged or mismatched snapshot is treated as absent (one log line per
+scope): the node builds, and then replaces a damaged one.
 
 One catch-up of a scope runs at a time. A lookup that waited for another thread's catch-up, which
 began after the lookup arrived, uses its result instead of asking the store again; and when that
@@ -34,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -44,7 +40,9 @@ from pathlib import Path
 from semcache.embedding.base import Embedder
 from semcache.errors import StoreUnavailableError
 from semcache.index import file_format, vector_index
-from semcache.index.vector_index import VectorIndex, VectorKind
+from semcache.index.stages import VectorKind
+from semcache.index.vector_index import VectorIndex
+from semcache.snapshots import ColdStart, Published, Snapshots
 from semcache.storage.base import Changes, SnapshotHead, SnapshotStore, Store
 
 logger = logging.getLogger("semcache")
@@ -54,31 +52,6 @@ logger = logging.getLogger("semcache")
 # its catch-up; a publish costs this node the export (its searches wait while the file is
 # written: seconds at a million vectors) and an upload in a thread.
 PUBLISH_AFTER = 10_000
-
-
-@dataclass
-class ColdStart:
-    """How this process got a scope's first large index (for benchmarks and logs): from a
-    ``"snapshot"`` or a ``"build"``, the seconds until searchable, and their parts."""
-
-    source: str
-    seconds: float = 0.0
-    download_s: float = 0.0  # the snapshot's bytes from the database to a temporary file
-    install_s: float = 0.0  # checksum, FAISS deserialization, header checks
-    catch_up_s: float = 0.0  # reading and applying the feed after the snapshot's position
-    changes: int = 0  # entries added and removed by that catch-up
-    refused: str = ""  # why a snapshot found was not used
-
-
-@dataclass
-class Published:
-    """One snapshot this process published: sizes and seconds (export: the file written under
-    the index's lock; upload: into the database)."""
-
-    bytes: int
-    vectors: int
-    export_s: float
-    upload_s: float
 
 
 @dataclass
@@ -106,8 +79,8 @@ class Scopes:
         self.publishing: dict[str, threading.Event] = {}  # snapshots being published
         self.cold_starts: dict[str, ColdStart] = {}
         self.published: dict[str, Published] = {}
-        self._bad_snapshots: set[str] = set()  # names of snapshots refused: not downloaded again
-        self._known_heads: dict[str, int] = {}  # scope -> feed position of the last snapshot seen
+        # Prebuilt snapshots, when the store keeps them (a fleet's database).
+        self.snapshots = Snapshots(store) if isinstance(store, SnapshotStore) else None
 
     def folder(self) -> Path | None:
         """Where large scopes' indexes are saved: ``<database file>.index/`` (none in memory)."""
@@ -157,8 +130,8 @@ class Scopes:
             started = time.monotonic()
             token = self.store.change_token(scope)  # taken before the read it vouches for
             try:
-                if not index.has(scope):
-                    head = self._usable_snapshot(index, scope)
+                if not index.has(scope) and self.snapshots is not None:
+                    head = self.snapshots.usable(index, scope)
                     if head is not None:
                         self._in_background(scope, lambda: self._from_snapshot(index, scope, head))
                         return index
@@ -236,56 +209,22 @@ class Scopes:
 
     # -- prebuilt snapshots ---------------------------------------------------------------------
 
-    def _usable_snapshot(self, index: VectorIndex, scope: str) -> SnapshotHead | None:
-        """The scope's snapshot in the store, when its head row says it was built with this
-        index's settings and it was not refused before (a mismatch is noted once)."""
-        if not isinstance(self.store, SnapshotStore):
-            return None
-        head = self.store.snapshot_head(scope)
-        if head is None or head.snapshot in self._bad_snapshots:
-            return None
-        ours = (index.dimension, index.vectors, index.embedder)
-        if (head.dimension, head.vectors, head.embedder) != ours:
-            self._bad_snapshots.add(head.snapshot)
-            index.refuse(
-                scope, f"was built with {head.dimension} dimensions, vectors={head.vectors!r}, "
-                f"embedder {head.embedder!r}", False, "prebuilt index in the database",
-            )  # fmt: skip
-            return None
-        return head
-
     def _from_snapshot(self, index: VectorIndex, scope: str, head: SnapshotHead) -> str:
         """Download, check and install ``scope``'s snapshot, then apply the feed after it; when
         the snapshot is refused (or the feed no longer reaches back to it), build instead.
         Returns the name of a snapshot found damaged ("" otherwise)."""
-        assert isinstance(self.store, SnapshotStore)
+        assert self.snapshots is not None
         began = time.monotonic()
-        start = ColdStart("snapshot")
-        with tempfile.TemporaryDirectory(prefix="semcache-snapshot-") as folder:
-            path = Path(folder) / "scope.faiss"
-            try:
-                with open(path, "wb") as handle:
-                    received = file_format.Receiver(handle)  # checksums as the bytes arrive
-                    found = self.store.download_snapshot(scope, received)
-            except (OSError, ValueError) as exc:  # a chunk missing, or no room for the file
-                found, start.refused = None, f"could not be downloaded ({exc})"
-                index.refuse(scope, start.refused, True, "prebuilt index in the database")
-            start.download_s = time.monotonic() - began
-            if found is not None:
-                start.refused = index.load_snapshot(
-                    scope, path, found.seq, found.tombstones, received.crc32
-                )
-                start.install_s = time.monotonic() - began - start.download_s
-        damaged = head.snapshot if start.refused else ""
-        if found is None or start.refused:
-            self._bad_snapshots.add(head.snapshot)
+        start, found = self.snapshots.install(index, scope, head)
+        if found is None:
+            damaged = head.snapshot if start.refused else ""
             return self._rebuild(index, scope, start, began) or damaged
         changes = self.store.changes(scope, index.watermark(scope), index.dimension)
         if changes.reload:  # the feed was pruned past the snapshot: it is too old to use
             index.drop(scope)
             start.refused = "is older than the change feed kept"
             return self._rebuild(index, scope, start, began)
-        self._known_heads[scope] = found.seq
+        self.snapshots.seen(scope, found.seq)
         index.add(scope, changes.ids, changes.vectors, cursor=changes.cursor)
         if changes.removed:
             self.forget(scope, changes.removed)
@@ -313,49 +252,16 @@ class Scopes:
     def publish(
         self, scope: str, *, replacing: str = "", periodic: bool = False
     ) -> Published | None:
-        """Publish ``scope``'s HNSW index as the store's snapshot when the store keeps them and
-        holds none as new (or holds ``replacing``, a damaged one); None when nothing was
-        published. Failures are logged, never raised: a snapshot is only an accelerator.
-
-        ``periodic`` (maintenance, not a build): also skip when another node published since
-        this one last saw a snapshot of the scope, and count that as this node's publish.
-        Every node applies the same feed, so they all reach ``PUBLISH_AFTER`` together: the
-        first publishes, the others skip and start counting again."""
-        index, store = self.index, self.store
-        if not isinstance(store, SnapshotStore) or index is None or index.kind(scope) != "hnsw":
+        """Publish ``scope``'s HNSW index as the store's snapshot when the store keeps them
+        (``Snapshots.publish``), and keep its report; None when nothing was published."""
+        index = self.index
+        if self.snapshots is None or index is None or index.kind(scope) != "hnsw":
             return None
-        try:
-            head = store.snapshot_head(scope)
-            if head is not None and head.snapshot != replacing:
-                newer = head.seq > self._known_heads.get(scope, 0)
-                if head.seq >= index.watermark(scope) or (periodic and newer):
-                    self._known_heads[scope] = head.seq
-                    index.saved(scope)
-                    return None
-            with tempfile.TemporaryDirectory(prefix="semcache-snapshot-") as folder:
-                path = Path(folder) / "scope.faiss"
-                began = time.monotonic()
-                # No catch-up of the scope while it is written: its feed position, additions
-                # and removals are exported as one state.
-                with self._runs(scope).lock:
-                    exported = index.export(scope, path)
-                if exported is None:
-                    return None
-                exported_at = time.monotonic()
-                if not store.publish_snapshot(
-                    scope, path, exported.meta, exported.tombstones, replacing=replacing
-                ):
-                    return None
-                self._known_heads[scope] = int(exported.meta["watermark"])
-                report = Published(
-                    path.stat().st_size, int(exported.meta["count"]), exported_at - began,
-                    time.monotonic() - exported_at,
-                )  # fmt: skip
+        lock = self._runs(scope).lock  # no catch-up of the scope while it is exported
+        report = self.snapshots.publish(index, scope, lock, replacing=replacing, periodic=periodic)
+        if report is not None:
             self.published[scope] = report
-            return report
-        except Exception as exc:
-            logger.warning("semcache: could not publish the index of a scope: %s", exc)
-            return None
+        return report
 
     def wait(
         self, scope: str | None = None, timeout: float | None = None, *, publishing: bool = False
@@ -390,7 +296,7 @@ class Scopes:
         if index is None:
             return
         index.save(min_unsaved=min_unsaved)
-        if not publish or not isinstance(self.store, SnapshotStore):
+        if not publish or self.snapshots is None:
             return
         with self._lock:
             scopes = list(self._catch_ups)

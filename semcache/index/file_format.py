@@ -7,7 +7,7 @@ and renames, so a reader sees a whole old file or a whole new one and nothing th
 index is held in memory. Reading checks the size and the CRC-32 in small chunks *before* FAISS
 parses anything (FAISS trusts the sizes it reads: one flipped bit could make it allocate
 gigabytes), then lets FAISS read from the same descriptor. What the header must agree with (the
-database, the dimension, the index's own layout) is ``semcache.index``'s business.
+database, the dimension, the index's own layout) is ``semcache.index.saved_files``'s business.
 """
 
 from __future__ import annotations

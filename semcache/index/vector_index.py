@@ -15,47 +15,38 @@ scope is rebuilt once as an HNSW graph (M=48; efSearch 128, 256 from 500k vector
 cost grows with log(n) instead of n. HNSW cannot delete, so deleted ids become tombstones filtered
 from results, and the scope is rebuilt from the store when tombstones pass a tenth of it.
 
-Stored vectors (``vectors=``): ``"float32"`` whole; ``"fp16"`` halved (FAISS scalar quantizer,
-flat and HNSW); ``"sq8"`` one byte per dimension once the scope is an HNSW graph, its ranges trained
-on the scope's vectors at migration (fp16 while flat: too few vectors to train on). Compression
-only changes which candidates are proposed: the cache re-scores each against the float32 vector in
-SQLite, so the similarity that decides a hit is exact whatever is chosen.
+Stored vectors (``vectors=``): ``"float32"``, ``"fp16"`` or ``"sq8"``, compressed only in what
+proposes candidates (the cache re-scores each from the store); ``semcache.index.stages`` makes
+the FAISS index of each stage and choice.
 
 Persistence: a scope of at least ``PERSIST_AT`` vectors is saved (``save``) beside the database as
-one file ``<scope>.faiss`` (format in ``semcache.index.file_format``: a checked header, written
-atomically, read without a copy of the whole file). ``load`` refuses a damaged, truncated,
-foreign or mismatched file (the caller rebuilds from SQLite; the next save replaces it); a file
-of another format or ``vectors`` choice is left unused without a warning. A valid file is always
-safe: the store is caught up from its watermark and every search result is checked against the
-store.
+one file ``<scope>.faiss``, and ``load`` uses it only when intact and made with this index's
+settings (``semcache.index.saved_files`` writes and checks it).
 
 Prebuilt snapshots (a fleet on PostgreSQL): the same file, written by ``export`` and installed by
-``load_snapshot``, is how a scope travels through the database to a new node
-(``semcache.scopes``). Its watermark is then a position in the store's change feed
-(``"cursor": "feed"`` in the header), and the ids of entries removed since it was built
-(tombstones of an HNSW graph) travel beside it, so that the node that installs it and applies the
-feed from that position holds what a fresh build would.
+``load_snapshot``, is how a scope travels through the database to a new node (``semcache.scopes``),
+its watermark a position in the store's change feed; the ids removed since it was built (an HNSW
+graph's tombstones) travel beside it, so the node that installs it and applies the feed from that
+position holds what a fresh build would.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 
 from semcache.errors import UsageError
-from semcache.index import file_format
+from semcache.index import file_format, stages
+from semcache.index.saved_files import Found, Refusal, SavedFiles
+from semcache.index.stages import VECTOR_KINDS, VectorKind
 
 logger = logging.getLogger("semcache")
-
-VectorKind = Literal["float32", "fp16", "sq8"]
-VECTOR_KINDS: tuple[VectorKind, ...] = get_args(VectorKind)
 
 HNSW_AT = 20_000
 PERSIST_AT = 5_000
@@ -90,15 +81,6 @@ class Exported:
     unsaved: int
 
 
-@dataclass(frozen=True)
-class _Refusal:
-    """Why a saved file is not used ("" when there is none); damage is warned about, a file made
-    with other settings only noted."""
-
-    why: str
-    damaged: bool = True
-
-
 class VectorIndex:
     """Per-scope FAISS indexes with a high-water mark each, for catching up from the store."""
 
@@ -126,8 +108,9 @@ class VectorIndex:
         self.folder = folder
         self.owner = owner  # the database's id: a file saved for another database is refused
         self.embedder = embedder  # the embedder's name: a file built by another one is refused
+        # Writes and checks the scopes' files, and reports one refused, once per scope.
+        self.files = SavedFiles(faiss, dimension, vectors, owner, embedder)
         self._scopes: dict[str, _Scope] = {}
-        self._reported: set[str] = set()
         self._lock = threading.Lock()
 
     def has(self, scope: str) -> bool:
@@ -277,7 +260,9 @@ class VectorIndex:
             ]
             for scope, state in todo:
                 try:
-                    self._write(scope, state)
+                    self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    target = self.folder / f"{scope}.faiss"
+                    self.files.write(target, state.index, state.kind, state.watermark)
                     state.unsaved = 0
                     written += 1
                 except (OSError, RuntimeError, ValueError) as exc:  # RuntimeError: from FAISS
@@ -289,14 +274,12 @@ class VectorIndex:
         settings; False otherwise (with one warning per scope when the file is damaged)."""
         if self.folder is None or self.has(scope):
             return False
-        found = self._from_path(self.folder / f"{scope}.faiss")
-        if isinstance(found, _Refusal):
+        found = self.files.read(self.folder / f"{scope}.faiss")
+        if isinstance(found, Refusal):
             if found.why:
-                self.refuse(scope, found.why, found.damaged)
+                self.files.refuse(scope, found.why, found.damaged)
             return False
-        index, kind, watermark = found
-        with self._lock:
-            self._scopes.setdefault(scope, _Scope(index, kind, watermark))
+        self._install(scope, found, found.watermark)
         return True
 
     def inspect(self, scope: str) -> str:
@@ -304,8 +287,8 @@ class VectorIndex:
         read and checked as ``load`` does, and nothing is kept. For ``semcache check``."""
         if self.folder is None:
             return "no index folder"
-        found = self._from_path(self.folder / f"{scope}.faiss")
-        if isinstance(found, _Refusal):
+        found = self.files.read(self.folder / f"{scope}.faiss")
+        if isinstance(found, Refusal):
             return found.why or "no saved file"
         return ""
 
@@ -318,8 +301,7 @@ class VectorIndex:
             state = self._scopes.get(scope)
             if state is None or len(state.tombstones) * 10 > state.index.ntotal:
                 return None
-            meta = self._meta(state, cursor="feed")
-            file_format.write(self._faiss, state.index, target, meta)
+            self.files.write(target, state.index, state.kind, state.watermark, cursor="feed")
             exported = Exported(
                 file_format.peek(target) or {}, sorted(state.tombstones), state.unsaved
             )
@@ -352,96 +334,30 @@ class VectorIndex:
         a warning, once per scope; other settings: a note). Its header must say it covers the
         feed up to ``watermark`` (the position its head row announces). ``crc32``: as computed
         while downloading (``file_format.Receiver``)."""
-        found = self._from_path(path, crc32)
-        if not isinstance(found, _Refusal) and found[2] != watermark:
-            found = _Refusal(f"covers feed position {found[2]}, not {watermark}")
-        if isinstance(found, _Refusal):
+        found = self.files.read(path, crc32)
+        if not isinstance(found, Refusal) and found.watermark != watermark:
+            found = Refusal(f"covers feed position {found.watermark}, not {watermark}")
+        if isinstance(found, Refusal):
             why = found.why or "is missing"
-            self.refuse(scope, why, found.damaged, "prebuilt index in the database")
+            self.files.refuse(scope, why, found.damaged, "prebuilt index in the database")
             return why
-        index, kind, _ = found
+        self._install(scope, found, watermark, tombstones)
+        return ""
+
+    def _install(
+        self, scope: str, found: Found, watermark: int, tombstones: list[int] | None = None
+    ) -> None:
+        """Hold a file's index as ``scope`` (unless another thread got the scope first)."""
+        if found.kind == "hnsw":
+            _tune(self._faiss, found.index)
+        state = _Scope(found.index, found.kind, watermark, set(tombstones or ()))
         with self._lock:
-            self._scopes.setdefault(scope, _Scope(index, kind, watermark, set(tombstones)))
-        return ""
-
-    def _from_path(self, path: Path, crc32: int | None = None) -> tuple[Any, str, int] | _Refusal:
-        """The index saved at ``path`` with its stage and watermark, or why not."""
-        try:
-            handle = open(path, "rb", buffering=0)  # noqa: SIM115
-        except FileNotFoundError:
-            return _Refusal("", damaged=False)
-        except OSError as exc:
-            return _Refusal(f"cannot be read ({exc})")
-        with handle:
-            try:
-                meta, start = file_format.read_header(handle)
-                stale = self._stale(meta)
-                if stale:
-                    return _Refusal(stale, damaged=False)
-                index, watermark = self._read(handle, meta, start, crc32)
-            except Exception as exc:  # any damage means: rebuild from the store
-                return _Refusal(f"is damaged ({exc})")
-        return index, str(meta["kind"]), watermark
-
-    def _stale(self, meta: dict[str, Any]) -> str:
-        """Why a well-formed file was made with other settings ("" when it was not)."""
-        if meta.get("format") != file_format.FORMAT:
-            return f"has format {meta.get('format')!r}, not {file_format.FORMAT}"
-        if meta.get("vectors") != self.vectors:
-            return f"holds vectors={meta.get('vectors')!r}, not {self.vectors!r}"
-        if meta.get("embedder", self.embedder) != self.embedder:  # files of 0.x name none
-            return f"was built by embedder {meta.get('embedder')!r}, not {self.embedder!r}"
-        return ""
-
-    def _read(
-        self, handle: io.FileIO, meta: dict[str, Any], start: int, crc32: int | None = None
-    ) -> tuple[Any, int]:
-        """Check a file's header against this index and the bytes against their size and CRC-32,
-        then let FAISS read the index from the same descriptor; ValueError on any mismatch."""
-        faiss = self._faiss
-        if meta.get("dimension") != self.dimension or meta.get("owner") != self.owner:
-            raise ValueError("saved for another database or dimension")
-        index = file_format.read_index(faiss, handle, meta, start, crc32)
-        watermark = meta.get("watermark")
-        if not isinstance(watermark, int) or not isinstance(index, faiss.IndexIDMap2):
-            raise ValueError("not an index of entry ids")
-        if file_format.layout(faiss, index) != (meta.get("kind"), self._storage(meta.get("kind"))):
-            raise ValueError(
-                f"holds a {'/'.join(file_format.layout(faiss, index))} index, not its header's"
-            )
-        if index.ntotal != meta.get("count") or index.d != self.dimension:
-            raise ValueError("vector count or dimension do not match")
-        ids = faiss.vector_to_array(index.id_map)
-        # A feed cursor counts changes, not ids: an id may exceed it (a failed insert uses one).
-        highest = watermark if meta.get("cursor", "id") == "id" else np.iinfo(np.int64).max
-        if len(ids) and (int(ids.max()) > highest or int(ids.min()) < 1):
-            raise ValueError("vector ids out of range")
-        if meta["kind"] == "hnsw":
-            _tune(faiss, index)
-        return index, watermark
-
-    def refuse(self, scope: str, why: str, damaged: bool = True, what: str = "saved index") -> None:
-        if scope in self._reported:
-            return
-        self._reported.add(scope)
-        logger.log(
-            logging.WARNING if damaged else logging.INFO,
-            "semcache: %s of scope %s %s; rebuilt from the store", what, scope[:12], why,
-        )  # fmt: skip
+            self._scopes.setdefault(scope, state)
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _storage(self, kind: Any) -> str:
-        """How vectors are held at a stage: sq8 waits for HNSW to have data to train on."""
-        return "fp16" if kind == "flat" and self.vectors == "sq8" else self.vectors
-
     def _new_flat(self) -> Any:
-        faiss = self._faiss
-        if self._storage("flat") == "float32":
-            return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dimension))
-        quantizer = faiss.ScalarQuantizer.QT_fp16
-        inner = faiss.IndexScalarQuantizer(self.dimension, quantizer, faiss.METRIC_INNER_PRODUCT)
-        return faiss.IndexIDMap2(inner)
+        return stages.new_flat(self._faiss, self.dimension, self.vectors)
 
     def _to_hnsw(self, state: _Scope, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Rebuild a flat scope that reaches ``HNSW_AT`` with ``vectors`` as an HNSW graph (under
@@ -452,33 +368,12 @@ class VectorIndex:
             old = state.index.index.reconstruct_n(0, n)  # decoded: fp16 loses ~1e-3, no more
             vectors = np.concatenate([old, vectors])
             ids = np.concatenate([faiss.vector_to_array(state.index.id_map), ids])
-        metric = faiss.METRIC_INNER_PRODUCT
-        if self.vectors == "float32":
-            graph = faiss.IndexHNSWFlat(self.dimension, HNSW_M, metric)
-        else:
-            quantizer = getattr(faiss.ScalarQuantizer, file_format.QUANTIZERS[self.vectors])
-            graph = faiss.IndexHNSWSQ(self.dimension, quantizer, HNSW_M, metric)
-            graph.train(vectors)  # sq8: each dimension's range; fp16: nothing to learn
-        graph.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        index = faiss.IndexIDMap2(graph)
-        index.add_with_ids(vectors, ids)
+        index = stages.new_hnsw(
+            faiss, self.dimension, self.vectors, ids, vectors,
+            m=HNSW_M, ef_construction=HNSW_EF_CONSTRUCTION,
+        )  # fmt: skip
         _tune(faiss, index)
         state.index, state.kind, state.unsaved = index, "hnsw", n
-
-    def _write(self, scope: str, state: _Scope) -> None:
-        assert self.folder is not None
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        file_format.write(
-            self._faiss, state.index, self.folder / f"{scope}.faiss", self._meta(state)
-        )
-
-    def _meta(self, state: _Scope, cursor: str = "id") -> dict[str, Any]:
-        """The header of a saved scope: what a reader checks before trusting it."""
-        return {
-            "kind": state.kind, "vectors": self.vectors, "dimension": self.dimension,
-            "owner": self.owner, "embedder": self.embedder, "count": int(state.index.ntotal),
-            "watermark": state.watermark, "cursor": cursor,
-        }  # fmt: skip
 
 
 def _tune(faiss: Any, index: Any) -> None:

@@ -234,7 +234,8 @@ def _saved_index_finding(store: Rows, conn: Any, dimension: int, fix: bool) -> F
     """Read every saved index file (``<file>.index/``) as a cache would load it. An unusable one
     (damaged, foreign, of an older format, or for a scope with no entries) costs only a rebuild
     from SQLite on first use; with ``fix`` it is deleted so that no process tries it again."""
-    from semcache.index.vector_index import PERSIST_AT, VECTOR_KINDS, VectorIndex
+    from semcache.index.stages import VECTOR_KINDS
+    from semcache.index.vector_index import PERSIST_AT, VectorIndex
 
     folder = None if store.path is None else file_format.folder_for(store.path)
     files = sorted(folder.glob("*.faiss")) if folder is not None and folder.is_dir() else []
