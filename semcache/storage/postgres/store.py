@@ -6,10 +6,13 @@ replicas of the scopes it searches, caught up from the change feed (``feed.py``)
 every candidate against the database (row alive, not expired, same scope, similarity recomputed
 from the stored vector), so replica lag can cost a hit but never serve a wrong answer.
 
-Writes of entries notify the other nodes at commit (``listen.py``), so that a replica reads the
-feed only when its scope changed. Every statement is parameterized; the only SQL assembled from text is fixed column lists and lock
-keys. Connections, time budgets and outages are ``connect.py``'s; errors leave as ``StoreError``
-or ``StoreUnavailableError`` without the password.
+This class is the facade: it picks the connection or transaction for each call and runs the
+statements of the modules beside it (``entries.py`` for entries, ``books.py`` for bookkeeping,
+``snapshots.py``, ``rows.py``). Writes of entries notify the other nodes at commit (``listen.py``),
+so that a replica reads the feed only when its scope changed. Every statement is parameterized;
+the only SQL assembled from text is fixed column lists and lock keys. Connections, time budgets
+and outages are ``connect.py``'s; errors leave as ``StoreError`` or ``StoreUnavailableError``
+without the password.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from semcache.errors import CacheNotFoundError, ConfigMismatchError, StoreError, UsageError
+from semcache.errors import CacheNotFoundError, ConfigMismatchError, UsageError
 from semcache.storage.base import Changes, NewEntry, Search, Sink, SnapshotHead
 from semcache.storage.postgres import books, feed, listen, migrations, rows, snapshots, vectors
+from semcache.storage.postgres import entries as entry_sql
 from semcache.storage.postgres.connect import Connections
 from semcache.storage.postgres.qmark import QmarkConnection
 from semcache.storage.schema import FORMAT_VERSION
@@ -33,14 +37,6 @@ from semcache.types import Label, StoredEntry, ThresholdChange
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
-
-_ENTRY_COLUMNS = "id, exact_key, scope, prompt, response_json, raw_json, total_tokens"
-_INSERT = (
-    "INSERT INTO entries (exact_key, scope, namespace, model, schema_name, prompt, request_json, "
-    "response_json, raw_json, usage_json, total_tokens, embedding, created_at, expires_at) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (exact_key) DO NOTHING RETURNING id"
-)
 
 
 class PostgresStore:
@@ -161,47 +157,24 @@ class PostgresStore:
 
     def get_exact(self, exact_key: str, now: float) -> StoredEntry | None:
         with self._db.reading() as conn:
-            row = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE exact_key = %s "
-                "AND (expires_at IS NULL OR expires_at > %s)",
-                (exact_key, now),
-            ).fetchone()
-        return _entry(row) if row else None
+            return entry_sql.get_exact(conn, exact_key, now)
 
     def get_many(self, ids: list[int], now: float) -> dict[int, StoredEntry]:
         """The live entries among ``ids`` with their vectors; expired and deleted ones are absent."""
         if not ids:
             return {}
         with self._db.reading() as conn:
-            rows = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS}, embedding FROM entries WHERE id = ANY(%s) "
-                "AND (expires_at IS NULL OR expires_at > %s)",
-                (ids, now),
-                binary=True,
-            ).fetchall()
-        return {int(row[0]): _entry(row) for row in rows}
+            return entry_sql.get_many(conn, ids, now)
 
     def candidates(
         self, ids: list[int], now: float, dimension: int
     ) -> tuple[dict[int, StoredEntry], dict[int, np.ndarray]]:
         """One statement instead of ``get_many`` then ``wrong_queries``: a round trip less on
-        every semantic lookup (the feedback subquery uses ``feedback_entry``)."""
+        every semantic lookup."""
         if not ids:
             return {}, {}
         with self._db.reading() as conn:
-            rows = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS}, embedding, ARRAY(SELECT f.query_embedding "
-                "FROM feedback f WHERE f.entry_id = entries.id "
-                "AND f.query_embedding IS NOT NULL ORDER BY f.id) "
-                "FROM entries WHERE id = ANY(%s) AND (expires_at IS NULL OR expires_at > %s)",
-                (ids, now),
-                binary=True,
-            ).fetchall()
-        wrong = [(row[0], blob) for row in rows for blob in row[-1]]
-        return (
-            {int(row[0]): _entry(row[:-1]) for row in rows},
-            books.vectors_by_entry(wrong, dimension),
-        )
+            return entry_sql.candidates(conn, ids, now, dimension)
 
     def vectors_since(
         self, scope: str, after_id: int, dimension: int
@@ -245,33 +218,26 @@ class PostgresStore:
         key (the replacement gets a new id); returns ``(new id, replaced id or None)`` each."""
         now = time.time()
         with self._db.transaction() as conn:
-            written = [_insert(conn, entry, now) for entry in entries]
+            written = [entry_sql.insert(conn, entry, now) for entry in entries]
             payloads = self._announce(conn, (entry.scope for entry in entries))
         self._touched(payloads)
         return written
 
     def delete(self, entry_id: int) -> None:
         with self._db.transaction() as conn:
-            gone = conn.execute(
-                "DELETE FROM entries WHERE id = %s RETURNING scope", (entry_id,)
-            ).fetchall()
-            payloads = self._announce(conn, (str(row[0]) for row in gone))
+            payloads = self._announce(conn, entry_sql.delete(conn, entry_id))
         self._touched(payloads)
 
     def evict_expired(self, now: float) -> list[tuple[int, str]]:
         """Delete expired entries (their removal reaches every replica through the feed), and
         prune feed rows older than ``feed.RETENTION``."""
         with self._db.transaction() as conn:
-            gone = conn.execute(
-                "DELETE FROM entries WHERE expires_at IS NOT NULL AND expires_at <= %s "
-                "RETURNING id, scope",
-                (now,),
-            ).fetchall()
-            payloads = self._announce(conn, (str(row[1]) for row in gone))
+            gone = entry_sql.delete_expired(conn, now)
+            payloads = self._announce(conn, (scope for _, scope in gone))
         self._touched(payloads)
         with self._db.reading() as conn:
             feed.prune(conn, now - feed.RETENTION)
-        return [(int(i), str(s)) for i, s in gone]
+        return gone
 
     def prune_feed(self, older_than: float) -> int:
         """Drop feed rows written before ``older_than``; replicas behind them reload."""
@@ -279,39 +245,18 @@ class PostgresStore:
             return feed.prune(conn, older_than)
 
     def evict_lru(self, max_entries: int) -> list[tuple[int, str]]:
-        """Delete the least recently used entries beyond ``max_entries``; returns ``(id, scope)``.
-
-        Nodes evicting at once take turns (an advisory lock), so together they remove the excess
-        once, not once each.
-        """
+        """Delete the least recently used entries beyond ``max_entries``; returns ``(id, scope)``
+        (nodes evicting at once remove the excess once, not once each)."""
         with self._db.transaction() as conn:
-            if (
-                int(conn.execute("SELECT entries FROM feed_state WHERE one").fetchone()[0])
-                <= max_entries
-            ):
-                return []
-            conn.execute(
-                f"SELECT pg_advisory_xact_lock({migrations.lock_key(migrations.EVICT_LOCK)})"
-            )
-            excess = (
-                int(conn.execute("SELECT entries FROM feed_state WHERE one").fetchone()[0])
-                - max_entries
-            )
-            if excess <= 0:
-                return []
-            gone = conn.execute(
-                "DELETE FROM entries WHERE id IN (SELECT id FROM entries "
-                "ORDER BY coalesce(last_hit_at, created_at), id LIMIT %s) RETURNING id, scope",
-                (excess,),
-            ).fetchall()
-            payloads = self._announce(conn, (str(row[1]) for row in gone))
+            gone = entry_sql.delete_lru(conn, max_entries)
+            payloads = self._announce(conn, (scope for _, scope in gone))
         self._touched(payloads)
-        return [(int(i), str(s)) for i, s in gone]
+        return gone
 
     def count(self) -> int:
         """Entries in the database (kept by the feed trigger: no table scan)."""
         with self._db.reading() as conn:
-            return int(conn.execute("SELECT entries FROM feed_state WHERE one").fetchone()[0])
+            return entry_sql.count(conn)
 
     def nearest(
         self, scope: str, vector: np.ndarray, k: int, now: float
@@ -497,38 +442,3 @@ class PostgresStore:
     def shadow_counts(self) -> dict[str, tuple[int, int, float | None]]:
         with self._db.reading() as conn:
             return books.shadow_counts(conn)
-
-
-def _entry(row: Sequence[Any]) -> StoredEntry:
-    """A row of ``_ENTRY_COLUMNS`` (and the embedding, when selected) as the cache reads it."""
-    blob = bytes(row[7]) if len(row) > 7 and row[7] is not None else None
-    return StoredEntry(
-        int(row[0]), str(row[1]), str(row[2]), row[3], str(row[4]), row[5], int(row[6]), blob
-    )
-
-
-def _insert(conn: Any, entry: NewEntry, now: float) -> tuple[int, int | None]:
-    """Replace-or-insert one entry. A node inserting the same key concurrently makes our insert
-    do nothing; the loop then deletes its row (read committed: each statement sees the latest
-    commits) and inserts again, so the later writer's answer stays, as on SQLite."""
-    blob = (
-        None
-        if entry.embedding is None
-        else np.ascontiguousarray(entry.embedding, dtype="<f4").tobytes()
-    )
-    values = (
-        entry.exact_key, entry.scope, entry.namespace, entry.model, entry.schema_name,
-        entry.prompt, entry.request_json, entry.response_json, entry.raw_json, entry.usage_json,
-        entry.total_tokens, blob, now, entry.expires_at,
-    )  # fmt: skip
-    replaced: int | None = None
-    for _ in range(5):
-        old = conn.execute(
-            "DELETE FROM entries WHERE exact_key = %s RETURNING id", (entry.exact_key,)
-        ).fetchone()
-        if old is not None:
-            replaced = int(old[0])
-        new = conn.execute(_INSERT, values).fetchone()
-        if new is not None:
-            return int(new[0]), replaced
-    raise StoreError(f"could not write entry {entry.exact_key[:12]}: other nodes kept replacing it")
