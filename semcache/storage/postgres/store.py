@@ -19,20 +19,19 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from semcache.errors import CacheNotFoundError, ConfigMismatchError, UsageError
+from semcache.errors import UsageError
 from semcache.storage.base import Changes, NewEntry, Search, Sink, SnapshotHead
 from semcache.storage.postgres import books, feed, listen, migrations, rows, snapshots, vectors
 from semcache.storage.postgres import entries as entry_sql
+from semcache.storage.postgres import settings as settings_sql
 from semcache.storage.postgres.connect import Connections
 from semcache.storage.postgres.qmark import QmarkConnection
-from semcache.storage.schema import FORMAT_VERSION
 from semcache.types import Label, StoredEntry, ThresholdChange
 
 if TYPE_CHECKING:
@@ -72,14 +71,8 @@ class PostgresStore:
         self.location = self._db.location  # the URL with its password replaced by ***
         try:
             with self._db.reading() as conn:
-                if not create and migrations.version(conn) == 0:
-                    schema = conn.execute("SELECT current_schema()").fetchone()[0]
-                    where = (
-                        "no schema of its search_path exists"
-                        if schema is None
-                        else (f"schema {schema!r} holds no semcache tables")
-                    )
-                    raise CacheNotFoundError(f"{self.location}: no semcache cache there ({where})")
+                if not create:
+                    migrations.require(conn, self.location)
                 if search == "pgvector":  # before any table is made: refused without pgvector
                     self.pgvector = vectors.InDatabase(conn)
                 migrations.migrate(conn)
@@ -115,43 +108,14 @@ class PostgresStore:
 
     def settings(self) -> dict[str, str]:
         with self._db.reading() as conn:
-            rows = conn.execute("SELECT key, value FROM settings").fetchall()
-        return {str(k): str(v) for k, v in rows}
+            return settings_sql.read(conn)
 
     def check_settings(self, expected: Mapping[str, str]) -> None:
-        """Record ``expected`` on first use; refuse a database created with other settings.
-
-        Two nodes may open a new database at once: each inserts what is missing, keeps what is
-        there, and then compares with what the database holds, so the loser of the race sees the
-        winner's settings and refuses them if they differ.
-        """
-        missing = {
-            "format_version": str(FORMAT_VERSION),
-            "created_at": str(time.time()),
-            "database_id": uuid.uuid4().hex,
-        }
-        missing.update(expected)
+        """Record ``expected`` on first use; refuse a database created with other settings (the
+        settings recorded stay, committed, when they are refused)."""
         with self._db.transaction() as conn:
-            stored = dict(conn.execute("SELECT key, value FROM settings").fetchall())
-            if not all(key in stored for key in missing):
-                with conn.cursor() as cursor:
-                    cursor.executemany(
-                        "INSERT INTO settings (key, value) VALUES (%s, %s) "
-                        "ON CONFLICT (key) DO NOTHING",
-                        list(missing.items()),
-                    )
-                stored = dict(conn.execute("SELECT key, value FROM settings").fetchall())
-        version = stored.get("format_version")
-        if version != str(FORMAT_VERSION):
-            raise ConfigMismatchError(
-                f"the database has format version {version}; this semcache reads {FORMAT_VERSION}"
-            )
-        for key, value in expected.items():
-            if stored.get(key) != value:
-                raise ConfigMismatchError(
-                    f"the database was created with {key}={stored.get(key)!r}, not {value!r}: "
-                    "open it with the same embedder, or use another database or schema"
-                )
+            stored = settings_sql.record(conn, expected)
+        settings_sql.compare(stored, expected)
 
     # -- entries ----------------------------------------------------------------------------
 
@@ -337,23 +301,12 @@ class PostgresStore:
 
     def columns(self, table: str) -> list[str]:
         with self._db.reading() as conn:
-            rows = conn.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = "
-                "current_schema() AND table_name = %s ORDER BY ordinal_position",
-                (table,),
-            ).fetchall()
-        return [str(r[0]) for r in rows]
+            return migrations.columns(conn, table)
 
     def table_bytes(self) -> int:
         """The on-disk size of the cache's tables, their indexes and TOAST data."""
         with self._db.reading() as conn:
-            row = conn.execute(
-                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = "
-                "current_schema() AND c.relkind = 'r' AND c.relname = ANY(%s)",
-                (list(migrations.TABLES),),
-            ).fetchone()
-        return int(row[0])
+            return migrations.table_bytes(conn)
 
     # -- bookkeeping (``books.py``) -----------------------------------------------------------
 
@@ -377,13 +330,11 @@ class PostgresStore:
 
     def counters(self) -> dict[str, int]:
         with self._db.reading() as conn:
-            rows = conn.execute("SELECT name, value FROM counters").fetchall()
-        return {str(name): int(value) for name, value in rows}
+            return books.counters(conn)
 
     def thresholds(self) -> dict[str, float]:
         with self._db.reading() as conn:
-            rows = conn.execute("SELECT target, threshold FROM thresholds").fetchall()
-        return {str(t): float(v) for t, v in rows}
+            return books.thresholds(conn)
 
     def set_threshold(
         self,
@@ -413,25 +364,14 @@ class PostgresStore:
         embedding: np.ndarray | None,
         note: str,
     ) -> None:
-        blob = None if embedding is None else np.ascontiguousarray(embedding, "<f4").tobytes()
         with self._db.transaction() as conn:
-            conn.execute(
-                "INSERT INTO feedback (created_at, entry_id, scope, query, candidate, similarity, "
-                "query_embedding, note) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                (time.time(), entry_id, scope, query, candidate, similarity, blob, note),
-            )
+            books.add_feedback(conn, entry_id, scope, query, candidate, similarity, embedding, note)
 
     def wrong_queries(self, entry_ids: list[int], dimension: int) -> dict[int, np.ndarray]:
         if not entry_ids:
             return {}
         with self._db.reading() as conn:
-            rows = conn.execute(
-                "SELECT entry_id, query_embedding FROM feedback WHERE entry_id = ANY(%s) "
-                "AND query_embedding IS NOT NULL",
-                (entry_ids,),
-                binary=True,
-            ).fetchall()
-        return books.vectors_by_entry(rows, dimension)
+            return books.wrong_queries(conn, entry_ids, dimension)
 
     def add_shadow(
         self, scope: str, entry_id: int, similarity: float, agree: bool, fields: list[str]
