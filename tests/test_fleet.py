@@ -52,7 +52,7 @@ def test_an_entry_committed_after_a_later_id_is_not_skipped(pg_dsn: str) -> None
         try:
             with slow.transaction():
                 early_id, _ = insert(slow, first, time.time())
-                writer.pipeline.store._announce(slow, [scope])  # as put() does, at commit
+                writer.pipeline.store.listener.announce(slow, [scope])  # as put() does, at commit
                 late_id, _ = writer.pipeline.store.put(second)
                 assert early_id < late_id
                 hit = reader.lookup(paraphrase(2), Answer, model="m")

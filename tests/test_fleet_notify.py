@@ -55,7 +55,7 @@ def write_raw(dsn: str, cache: SemanticCache, item: int, *, notify: bool) -> int
     with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
         entry_id, _ = insert(conn, entry, time.time())
         if notify:
-            store_of(cache)._announce(conn, [entry.scope])
+            store_of(cache).listener.announce(conn, [entry.scope])
     return entry_id
 
 

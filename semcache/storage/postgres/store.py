@@ -158,22 +158,6 @@ class PostgresStore:
         ``listen.POLL_EVERY`` seconds); None while notifications are not being received."""
         return self._listener.token(scope)
 
-    def _announce(self, conn: Any, scopes: Iterable[str]) -> list[str]:
-        """Notify listeners, inside the writing transaction (delivered at its commit), that
-        ``scopes`` changed; returns them for ``_touched`` after the commit."""
-        payloads = sorted(
-            {s if len(s.encode()) <= listen.MAX_PAYLOAD else listen.ANY_SCOPE for s in scopes}
-        )
-        if payloads:
-            conn.execute(
-                "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
-                (self._listener.channel, payloads),
-            )
-        return payloads
-
-    def _touched(self, payloads: list[str]) -> None:
-        self._listener.touch(payloads)
-
     def put(self, entry: NewEntry) -> tuple[int, int | None]:
         return self.put_many([entry])[0]
 
@@ -183,22 +167,22 @@ class PostgresStore:
         now = time.time()
         with self._db.transaction() as conn:
             written = [entry_sql.insert(conn, entry, now) for entry in entries]
-            payloads = self._announce(conn, (entry.scope for entry in entries))
-        self._touched(payloads)
+            payloads = self._listener.announce(conn, (entry.scope for entry in entries))
+        self._listener.touch(payloads)
         return written
 
     def delete(self, entry_id: int) -> None:
         with self._db.transaction() as conn:
-            payloads = self._announce(conn, entry_sql.delete(conn, entry_id))
-        self._touched(payloads)
+            payloads = self._listener.announce(conn, entry_sql.delete(conn, entry_id))
+        self._listener.touch(payloads)
 
     def evict_expired(self, now: float) -> list[tuple[int, str]]:
         """Delete expired entries (their removal reaches every replica through the feed), and
         prune feed rows older than ``feed.RETENTION``."""
         with self._db.transaction() as conn:
             gone = entry_sql.delete_expired(conn, now)
-            payloads = self._announce(conn, (scope for _, scope in gone))
-        self._touched(payloads)
+            payloads = self._listener.announce(conn, (scope for _, scope in gone))
+        self._listener.touch(payloads)
         with self._db.reading() as conn:
             feed.prune(conn, now - feed.RETENTION)
         return gone
@@ -213,8 +197,8 @@ class PostgresStore:
         (nodes evicting at once remove the excess once, not once each)."""
         with self._db.transaction() as conn:
             gone = entry_sql.delete_lru(conn, max_entries)
-            payloads = self._announce(conn, (scope for _, scope in gone))
-        self._touched(payloads)
+            payloads = self._listener.announce(conn, (scope for _, scope in gone))
+        self._listener.touch(payloads)
         return gone
 
     def count(self) -> int:
@@ -281,8 +265,8 @@ class PostgresStore:
                 rows.add_thresholds(conn, thresholds),
                 rows.add_instructor_rows(conn, instructor),
             )
-            payloads = self._announce(conn, [listen.ANY_SCOPE] if added[0] else [])
-        self._touched(payloads)
+            payloads = self._listener.announce(conn, [listen.ANY_SCOPE] if added[0] else [])
+        self._listener.touch(payloads)
         return added
 
     # -- maintenance SQL (``semcache.storage.base.Rows``): ``?`` placeholders, both engines ----
