@@ -6,13 +6,13 @@ replicas of the scopes it searches, caught up from the change feed (``feed.py``)
 every candidate against the database (row alive, not expired, same scope, similarity recomputed
 from the stored vector), so replica lag can cost a hit but never serve a wrong answer.
 
-This class is the facade: it picks the connection or transaction for each call and runs the
-statements of the modules beside it (``entries.py`` for entries, ``books.py`` for bookkeeping,
-``snapshots.py``, ``rows.py``). Writes of entries notify the other nodes at commit (``listen.py``),
-so that a replica reads the feed only when its scope changed. Every statement is parameterized;
-the only SQL assembled from text is fixed column lists and lock keys. Connections, time budgets
-and outages are ``connect.py``'s; errors leave as ``StoreError`` or ``StoreUnavailableError``
-without the password.
+``PostgresStore`` is a facade: it picks the connection or transaction of each call and runs
+statements kept in the modules beside it (``entries.py``, ``books.py``, ``settings.py``,
+``migrations.py``, ``feed.py``, ``snapshots.py``, ``rows.py``). Writes of entries notify the other
+nodes at commit (``listen.py``), so that a replica reads the feed only when its scope changed.
+Every statement is parameterized; the only SQL assembled from text is fixed column lists and lock
+keys. Connections, time budgets and outages are ``connect.py``'s; errors leave as ``StoreError``
+or ``StoreUnavailableError`` without the password.
 """
 
 from __future__ import annotations
