@@ -16,7 +16,7 @@ import psycopg
 
 from semcache import SemanticCache
 from semcache.requests import entry_for
-from semcache.storage.postgres.store import _insert
+from semcache.storage.postgres.entries import insert
 
 from . import fleet_node
 from .fleet_node import Answer, open_node, paraphrase, question
@@ -51,8 +51,8 @@ def test_an_entry_committed_after_a_later_id_is_not_skipped(pg_dsn: str) -> None
         slow = psycopg.connect(pg_dsn, autocommit=True)
         try:
             with slow.transaction():
-                early_id, _ = _insert(slow, first, time.time())
-                writer.pipeline.store._announce(slow, [scope])  # as put() does, at commit
+                early_id, _ = insert(slow, first, time.time())
+                writer.pipeline.store.listener.announce(slow, [scope])  # as put() does, at commit
                 late_id, _ = writer.pipeline.store.put(second)
                 assert early_id < late_id
                 hit = reader.lookup(paraphrase(2), Answer, model="m")

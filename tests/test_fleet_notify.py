@@ -17,8 +17,9 @@ import psycopg
 import pytest
 
 from semcache import SemanticCache
+from semcache.storage.postgres.entries import insert
 from semcache.storage.postgres.listen import Listener
-from semcache.storage.postgres.store import PostgresStore, _insert
+from semcache.storage.postgres.store import PostgresStore
 
 from . import fleet_node
 from .fleet_node import Answer, open_node, paraphrase, question
@@ -52,9 +53,9 @@ def write_raw(dsn: str, cache: SemanticCache, item: int, *, notify: bool) -> int
     _, entry = planned_entry(cache, item)
     assert entry is not None
     with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
-        entry_id, _ = _insert(conn, entry, time.time())
+        entry_id, _ = insert(conn, entry, time.time())
         if notify:
-            store_of(cache)._announce(conn, [entry.scope])
+            store_of(cache).listener.announce(conn, [entry.scope])
     return entry_id
 
 

@@ -2,10 +2,10 @@
 
 ``base`` (the protocol, ``NewEntry``), ``location`` (paths and URLs), ``schema`` (tables of a cache
 file), ``bookkeeping`` (counters, vetoes, audit, thresholds, feedback, shadow), ``sqlite``
-(``SQLiteStore``), ``ledger`` (bookkeeping buffered off the hot path) and ``instructor_table``
-(instructor's ``cache=`` table); ``postgres/`` is the PostgreSQL engine (``PostgresStore``),
-chosen by ``open_location`` for a ``postgresql://`` URL or a ``psycopg_pool.ConnectionPool``
-and imported only then.
+(``SQLiteStore``), ``sqlite_connect`` (its connections and write transaction), ``ledger``
+(bookkeeping buffered off the hot path) and ``instructor_table`` (instructor's ``cache=`` table);
+``postgres/`` is the PostgreSQL engine (``PostgresStore``), chosen by ``open_location`` for a
+``postgresql://`` URL or a ``psycopg_pool.ConnectionPool`` and imported only then.
 """
 
 from __future__ import annotations

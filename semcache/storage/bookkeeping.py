@@ -1,7 +1,7 @@
 """Bookkeeping tables of a cache file: counters, hit counts, vetoes, the audit log, thresholds and
 their history, feedback, shadow checks and near-miss labels. ``SQLiteStore`` holds one
-``Bookkeeping`` over its own connections, so every write goes through the store's one
-``transaction()``."""
+``Bookkeeping`` over its own connections (``sqlite_connect.py``), so every write goes through the
+cache's one ``transaction()``."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ LOGS = ("audit", "near_misses")
 
 
 class Connections(Protocol):
-    """What bookkeeping needs of a SQLite store: this thread's connection and one write transaction."""
+    """What bookkeeping needs of a SQLite database: this thread's connection and one write
+    transaction (``SQLiteConnections``)."""
 
     def connection(self) -> sqlite3.Connection: ...
 

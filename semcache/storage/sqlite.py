@@ -4,11 +4,12 @@ entries, their embeddings, settings and counters.
 Plain tables with JSON in text columns, so ``sqlite3`` and Datasette users can read a cache file.
 The FAISS index is derived from the ``embedding`` column and can always be rebuilt from it.
 
-Concurrency model: one connection per thread (re-opened after a fork), WAL so readers never block
-the writer, and every write through ``transaction()`` (``BEGIN IMMEDIATE``; a bounded wait on a
-locked database that ends in ``LockTimeoutError``). Entry ids come from AUTOINCREMENT: never reused,
-and, since writers are serialized, committed in increasing order, which is what lets the index catch
-up with ``WHERE id > watermark``.
+Concurrency model (``sqlite_connect.py``): one connection per thread (re-opened after a fork), WAL
+so readers never block the writer, and every write through ``transaction()`` (``BEGIN IMMEDIATE``;
+a bounded wait on a locked database that ends in ``LockTimeoutError``). Entry ids come from
+AUTOINCREMENT: never reused, and, since writers are serialized, committed in increasing order,
+which is what lets the index catch up with ``WHERE id > watermark``. The tables beside
+``entries`` are ``bookkeeping.py``'s.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import contextlib
 import json
 import os
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,11 +27,11 @@ from typing import Any, Literal
 import numpy as np
 import sqlite_utils
 
-from semcache.errors import ConfigMismatchError, LockTimeoutError, StoreError
+from semcache.errors import ConfigMismatchError, StoreError
 from semcache.storage.base import Changes, NewEntry
 from semcache.storage.bookkeeping import Bookkeeping
-from semcache.storage.location import sqlite_target
 from semcache.storage.schema import ADDED_COLUMNS, ADDED_INDEXES, FORMAT_VERSION, SCHEMA, VIEWS
+from semcache.storage.sqlite_connect import SQLiteConnections
 from semcache.types import Label, StoredEntry, ThresholdChange
 
 _ENTRY_COLUMNS = "id, exact_key, scope, prompt, response_json, raw_json, total_tokens"
@@ -48,22 +48,9 @@ class SQLiteStore:
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
         self.busy_timeout = busy_timeout
-        target = sqlite_target(path)  # a URL of another engine is an error, never a file name
-        if target == ":memory:":
-            # A named shared-cache memory database, so every thread's connection sees the same data.
-            self._target = f"file:semcache-{uuid.uuid4().hex}?mode=memory&cache=shared"
-            self._uri = True
-            self.path: Path | None = None
-        else:
-            self.path = Path(target)
-            self._target = str(self.path)
-            self._uri = False
-            _create_private(self.path)
-        self._local = threading.local()
-        self._closed = False
-        self._all: list[sqlite3.Connection] = []
-        self._all_lock = threading.Lock()
-        self._books = Bookkeeping(self)
+        self._db = SQLiteConnections(path, busy_timeout=busy_timeout)
+        self.path: Path | None = self._db.path
+        self._books = Bookkeeping(self._db)
         # The first connection of a memory database keeps it alive for the cache's lifetime.
         self._keepalive = self.connection()
         try:
@@ -75,54 +62,17 @@ class SQLiteStore:
             self._ensure_views()
         except (sqlite3.DatabaseError, StoreError) as exc:
             self.close()
-            raise StoreError(f"{self._target} is not a usable semcache database: {exc}") from exc
+            raise StoreError(f"{self._db.target} is not a usable semcache database: {exc}") from exc
 
-    # -- connections and transactions -------------------------------------------------------
+    # -- connections and transactions (``sqlite_connect.py``) -------------------------------
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use (and again in a forked child)."""
-        if self._closed:
-            raise StoreError("the cache is closed")
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            try:
-                conn = sqlite3.connect(
-                    self._target,
-                    uri=self._uri,
-                    timeout=self.busy_timeout,
-                    isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-                    check_same_thread=False,
-                )
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
-            except sqlite3.DatabaseError as exc:
-                raise StoreError(f"cannot open {self._target}: {exc}") from exc
-            self._local.conn = conn
-            self._local.pid = os.getpid()
-            with self._all_lock:
-                self._all.append(conn)
-        return conn
+        return self._db.connection()
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One write transaction: ``BEGIN IMMEDIATE``, commit on success, rollback on any error."""
-        conn = self.connection()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise LockTimeoutError(
-                    f"{self._target} stayed locked for more than {self.busy_timeout:g} s"
-                ) from exc
-            raise StoreError(f"cannot write to {self._target}: {exc}") from exc
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
+        return self._db.transaction()
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
@@ -135,14 +85,7 @@ class SQLiteStore:
 
     def close(self) -> None:
         """Close every connection this store opened; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        with self._all_lock:
-            for conn in self._all:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.close()
-            self._all.clear()
+        self._db.close()
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
@@ -422,15 +365,6 @@ def _insert(conn: sqlite3.Connection, entry: NewEntry, now: float) -> tuple[int,
     new_id = cursor.lastrowid
     assert new_id is not None
     return int(new_id), (int(old[0]) if old else None)
-
-
-def _create_private(path: Path) -> None:
-    """Create the cache file readable by its owner only: it holds prompts and answers."""
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def dumps(value: Any) -> str:

@@ -1,5 +1,6 @@
 """Bookkeeping statements on PostgreSQL: hit counts, counters, vetoes, the audit log, thresholds
-and their history, shadow checks and near-miss labels (the tables beside ``entries``; ``semcache.storage.bookkeeping`` on SQLite).
+and their history, feedback, shadow checks and near-miss labels (the tables beside ``entries``;
+``semcache.storage.bookkeeping`` on SQLite).
 
 Every node flushes its ledger about once a second into the same rows, so rows are locked in one
 order (entries by id, counters by name): two flushes then wait for each other instead of
@@ -136,6 +137,45 @@ def labels(conn: Any, scope: str | None) -> list[Label]:
         Label(str(sc), float(sim), bool(agree), str(src), str(stage), float(at))
         for sc, sim, agree, src, stage, at in rows
     ]
+
+
+def counters(conn: Any) -> dict[str, int]:
+    rows = conn.execute("SELECT name, value FROM counters").fetchall()
+    return {str(name): int(value) for name, value in rows}
+
+
+def thresholds(conn: Any) -> dict[str, float]:
+    rows = conn.execute("SELECT target, threshold FROM thresholds").fetchall()
+    return {str(t): float(v) for t, v in rows}
+
+
+def add_feedback(
+    conn: Any,
+    entry_id: int,
+    scope: str,
+    query: str | None,
+    candidate: str | None,
+    similarity: float | None,
+    embedding: np.ndarray | None,
+    note: str,
+) -> None:
+    blob = None if embedding is None else np.ascontiguousarray(embedding, "<f4").tobytes()
+    conn.execute(
+        "INSERT INTO feedback (created_at, entry_id, scope, query, candidate, similarity, "
+        "query_embedding, note) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (time.time(), entry_id, scope, query, candidate, similarity, blob, note),
+    )
+
+
+def wrong_queries(conn: Any, entry_ids: list[int], dimension: int) -> dict[int, np.ndarray]:
+    """For each of ``entry_ids`` with feedback, the embeddings of the queries it was wrong for."""
+    rows = conn.execute(
+        "SELECT entry_id, query_embedding FROM feedback WHERE entry_id = ANY(%s) "
+        "AND query_embedding IS NOT NULL",
+        (entry_ids,),
+        binary=True,
+    ).fetchall()
+    return vectors_by_entry(rows, dimension)
 
 
 def vectors_by_entry(rows: Sequence[tuple[Any, Any]], dimension: int) -> dict[int, np.ndarray]:

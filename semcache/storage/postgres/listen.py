@@ -39,7 +39,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from semcache.storage.postgres.connect import BACKOFF_FIRST, BACKOFF_MAX
@@ -130,6 +130,18 @@ class Listener:
             return None
         slot = int(time.monotonic() // self.poll_every)
         return (self._marks.get(scope, 0), self._everything, slot)
+
+    # -- what writes say ----------------------------------------------------------------------
+
+    def announce(self, conn: Any, scopes: Iterable[str]) -> list[str]:
+        """Notify listeners, inside the writing transaction on ``conn`` (delivered at its commit),
+        that ``scopes`` changed; returns the payloads sent, for ``touch`` after the commit."""
+        payloads = sorted({s if len(s.encode()) <= MAX_PAYLOAD else ANY_SCOPE for s in scopes})
+        if payloads:
+            conn.execute(
+                "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (self.channel, payloads)
+            )
+        return payloads
 
     def touch(self, scopes: list[str]) -> None:
         """Mark scopes this process changed, in every cache of the process on this database:

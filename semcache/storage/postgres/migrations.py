@@ -9,14 +9,15 @@ Opening a cache reads ``schema_migrations`` and changes nothing when it is curre
 the app servers use needs no DDL rights (README, "Running a fleet", lists its GRANTs); a role that
 owns the schema applies missing migrations, under an advisory lock so that nodes starting together
 apply each one once. A database migrated by a newer semcache is refused. ``OPTIONAL`` migrations
-are applied only by a cache that asks for what they add (``apply``).
+are applied only by a cache that asks for what they add (``apply``). What maintenance asks of the
+schema lives here too: whether a cache is there (``require``), a table's columns, the tables' size.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from semcache.errors import ConfigMismatchError
+from semcache.errors import CacheNotFoundError, ConfigMismatchError
 
 # The advisory locks of a cache: (LOCK_CLASS, hashtext(schema) XOR offset) keys per schema.
 LOCK_CLASS = 770318
@@ -152,7 +153,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
 # statements need something the server may lack. 5: the pgvector search column
 # (``semcache.storage.postgres.vectors``; ``search="pgvector"``).
 OPTIONAL = {5: "pgvector search column"}
-# Every table of a cache (what ``PostgresStore.table_bytes`` measures).
+# Every table of a cache (what ``table_bytes`` measures).
 TABLES = (
     "schema_migrations", "settings", "entries", "counters", "thresholds", "vetoes", "feedback",
     "audit", "shadow", "feed", "feed_state", "near_misses", "threshold_changes",
@@ -172,6 +173,41 @@ def version(conn: Any) -> int:
         return 0
     row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
     return int(row[0] or 0)
+
+
+def require(conn: Any, location: str) -> None:
+    """Refuse a schema semcache never migrated (maintenance opens only a cache that exists: a
+    typo in a URL must not report an empty cache)."""
+    if version(conn) != 0:
+        return
+    schema = conn.execute("SELECT current_schema()").fetchone()[0]
+    where = (
+        "no schema of its search_path exists"
+        if schema is None
+        else (f"schema {schema!r} holds no semcache tables")
+    )
+    raise CacheNotFoundError(f"{location}: no semcache cache there ({where})")
+
+
+def columns(conn: Any, table: str) -> list[str]:
+    """The columns of ``table`` in the current schema, in table order (empty: no such table)."""
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+        "current_schema() AND table_name = %s ORDER BY ordinal_position",
+        (table,),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def table_bytes(conn: Any) -> int:
+    """The on-disk size of the cache's ``TABLES``, their indexes and TOAST data."""
+    row = conn.execute(
+        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = "
+        "current_schema() AND c.relkind = 'r' AND c.relname = ANY(%s)",
+        (list(TABLES),),
+    ).fetchone()
+    return int(row[0])
 
 
 def migrate(conn: Any) -> int:

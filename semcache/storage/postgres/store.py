@@ -6,8 +6,11 @@ replicas of the scopes it searches, caught up from the change feed (``feed.py``)
 every candidate against the database (row alive, not expired, same scope, similarity recomputed
 from the stored vector), so replica lag can cost a hit but never serve a wrong answer.
 
-Writes of entries notify the other nodes at commit (``listen.py``), so that a replica reads the
-feed only when its scope changed. Every statement is parameterized; the only SQL assembled from text is fixed column lists and lock
+``PostgresStore`` is a facade: it picks the connection or transaction of each call and runs
+statements kept in the modules beside it (``entries.py``, ``books.py``, ``settings.py``,
+``migrations.py``, ``feed.py``, ``snapshots.py``, ``rows.py``). Writes of entries notify the other
+nodes at commit (``listen.py``), so that a replica reads the feed only when its scope changed.
+Every statement is parameterized; the only SQL assembled from text is fixed column lists and lock
 keys. Connections, time budgets and outages are ``connect.py``'s; errors leave as ``StoreError``
 or ``StoreUnavailableError`` without the password.
 """
@@ -16,31 +19,23 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from semcache.errors import CacheNotFoundError, ConfigMismatchError, StoreError, UsageError
+from semcache.errors import UsageError
 from semcache.storage.base import Changes, NewEntry, Search, Sink, SnapshotHead
 from semcache.storage.postgres import books, feed, listen, migrations, rows, snapshots, vectors
+from semcache.storage.postgres import entries as entry_sql
+from semcache.storage.postgres import settings as settings_sql
 from semcache.storage.postgres.connect import Connections
 from semcache.storage.postgres.qmark import QmarkConnection
-from semcache.storage.schema import FORMAT_VERSION
 from semcache.types import Label, StoredEntry, ThresholdChange
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
-
-_ENTRY_COLUMNS = "id, exact_key, scope, prompt, response_json, raw_json, total_tokens"
-_INSERT = (
-    "INSERT INTO entries (exact_key, scope, namespace, model, schema_name, prompt, request_json, "
-    "response_json, raw_json, usage_json, total_tokens, embedding, created_at, expires_at) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (exact_key) DO NOTHING RETURNING id"
-)
 
 
 class PostgresStore:
@@ -76,14 +71,8 @@ class PostgresStore:
         self.location = self._db.location  # the URL with its password replaced by ***
         try:
             with self._db.reading() as conn:
-                if not create and migrations.version(conn) == 0:
-                    schema = conn.execute("SELECT current_schema()").fetchone()[0]
-                    where = (
-                        "no schema of its search_path exists"
-                        if schema is None
-                        else (f"schema {schema!r} holds no semcache tables")
-                    )
-                    raise CacheNotFoundError(f"{self.location}: no semcache cache there ({where})")
+                if not create:
+                    migrations.require(conn, self.location)
                 if search == "pgvector":  # before any table is made: refused without pgvector
                     self.pgvector = vectors.InDatabase(conn)
                 migrations.migrate(conn)
@@ -119,89 +108,37 @@ class PostgresStore:
 
     def settings(self) -> dict[str, str]:
         with self._db.reading() as conn:
-            rows = conn.execute("SELECT key, value FROM settings").fetchall()
-        return {str(k): str(v) for k, v in rows}
+            return settings_sql.read(conn)
 
     def check_settings(self, expected: Mapping[str, str]) -> None:
-        """Record ``expected`` on first use; refuse a database created with other settings.
-
-        Two nodes may open a new database at once: each inserts what is missing, keeps what is
-        there, and then compares with what the database holds, so the loser of the race sees the
-        winner's settings and refuses them if they differ.
-        """
-        missing = {
-            "format_version": str(FORMAT_VERSION),
-            "created_at": str(time.time()),
-            "database_id": uuid.uuid4().hex,
-        }
-        missing.update(expected)
+        """Record ``expected`` on first use; refuse a database created with other settings (the
+        settings recorded stay, committed, when they are refused)."""
         with self._db.transaction() as conn:
-            stored = dict(conn.execute("SELECT key, value FROM settings").fetchall())
-            if not all(key in stored for key in missing):
-                with conn.cursor() as cursor:
-                    cursor.executemany(
-                        "INSERT INTO settings (key, value) VALUES (%s, %s) "
-                        "ON CONFLICT (key) DO NOTHING",
-                        list(missing.items()),
-                    )
-                stored = dict(conn.execute("SELECT key, value FROM settings").fetchall())
-        version = stored.get("format_version")
-        if version != str(FORMAT_VERSION):
-            raise ConfigMismatchError(
-                f"the database has format version {version}; this semcache reads {FORMAT_VERSION}"
-            )
-        for key, value in expected.items():
-            if stored.get(key) != value:
-                raise ConfigMismatchError(
-                    f"the database was created with {key}={stored.get(key)!r}, not {value!r}: "
-                    "open it with the same embedder, or use another database or schema"
-                )
+            stored = settings_sql.record(conn, expected)
+        settings_sql.compare(stored, expected)
 
     # -- entries ----------------------------------------------------------------------------
 
     def get_exact(self, exact_key: str, now: float) -> StoredEntry | None:
         with self._db.reading() as conn:
-            row = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE exact_key = %s "
-                "AND (expires_at IS NULL OR expires_at > %s)",
-                (exact_key, now),
-            ).fetchone()
-        return _entry(row) if row else None
+            return entry_sql.get_exact(conn, exact_key, now)
 
     def get_many(self, ids: list[int], now: float) -> dict[int, StoredEntry]:
         """The live entries among ``ids`` with their vectors; expired and deleted ones are absent."""
         if not ids:
             return {}
         with self._db.reading() as conn:
-            rows = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS}, embedding FROM entries WHERE id = ANY(%s) "
-                "AND (expires_at IS NULL OR expires_at > %s)",
-                (ids, now),
-                binary=True,
-            ).fetchall()
-        return {int(row[0]): _entry(row) for row in rows}
+            return entry_sql.get_many(conn, ids, now)
 
     def candidates(
         self, ids: list[int], now: float, dimension: int
     ) -> tuple[dict[int, StoredEntry], dict[int, np.ndarray]]:
         """One statement instead of ``get_many`` then ``wrong_queries``: a round trip less on
-        every semantic lookup (the feedback subquery uses ``feedback_entry``)."""
+        every semantic lookup."""
         if not ids:
             return {}, {}
         with self._db.reading() as conn:
-            rows = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS}, embedding, ARRAY(SELECT f.query_embedding "
-                "FROM feedback f WHERE f.entry_id = entries.id "
-                "AND f.query_embedding IS NOT NULL ORDER BY f.id) "
-                "FROM entries WHERE id = ANY(%s) AND (expires_at IS NULL OR expires_at > %s)",
-                (ids, now),
-                binary=True,
-            ).fetchall()
-        wrong = [(row[0], blob) for row in rows for blob in row[-1]]
-        return (
-            {int(row[0]): _entry(row[:-1]) for row in rows},
-            books.vectors_by_entry(wrong, dimension),
-        )
+            return entry_sql.candidates(conn, ids, now, dimension)
 
     def vectors_since(
         self, scope: str, after_id: int, dimension: int
@@ -221,22 +158,6 @@ class PostgresStore:
         ``listen.POLL_EVERY`` seconds); None while notifications are not being received."""
         return self._listener.token(scope)
 
-    def _announce(self, conn: Any, scopes: Iterable[str]) -> list[str]:
-        """Notify listeners, inside the writing transaction (delivered at its commit), that
-        ``scopes`` changed; returns them for ``_touched`` after the commit."""
-        payloads = sorted(
-            {s if len(s.encode()) <= listen.MAX_PAYLOAD else listen.ANY_SCOPE for s in scopes}
-        )
-        if payloads:
-            conn.execute(
-                "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
-                (self._listener.channel, payloads),
-            )
-        return payloads
-
-    def _touched(self, payloads: list[str]) -> None:
-        self._listener.touch(payloads)
-
     def put(self, entry: NewEntry) -> tuple[int, int | None]:
         return self.put_many([entry])[0]
 
@@ -245,33 +166,26 @@ class PostgresStore:
         key (the replacement gets a new id); returns ``(new id, replaced id or None)`` each."""
         now = time.time()
         with self._db.transaction() as conn:
-            written = [_insert(conn, entry, now) for entry in entries]
-            payloads = self._announce(conn, (entry.scope for entry in entries))
-        self._touched(payloads)
+            written = [entry_sql.insert(conn, entry, now) for entry in entries]
+            payloads = self._listener.announce(conn, (entry.scope for entry in entries))
+        self._listener.touch(payloads)
         return written
 
     def delete(self, entry_id: int) -> None:
         with self._db.transaction() as conn:
-            gone = conn.execute(
-                "DELETE FROM entries WHERE id = %s RETURNING scope", (entry_id,)
-            ).fetchall()
-            payloads = self._announce(conn, (str(row[0]) for row in gone))
-        self._touched(payloads)
+            payloads = self._listener.announce(conn, entry_sql.delete(conn, entry_id))
+        self._listener.touch(payloads)
 
     def evict_expired(self, now: float) -> list[tuple[int, str]]:
         """Delete expired entries (their removal reaches every replica through the feed), and
         prune feed rows older than ``feed.RETENTION``."""
         with self._db.transaction() as conn:
-            gone = conn.execute(
-                "DELETE FROM entries WHERE expires_at IS NOT NULL AND expires_at <= %s "
-                "RETURNING id, scope",
-                (now,),
-            ).fetchall()
-            payloads = self._announce(conn, (str(row[1]) for row in gone))
-        self._touched(payloads)
+            gone = entry_sql.delete_expired(conn, now)
+            payloads = self._listener.announce(conn, (scope for _, scope in gone))
+        self._listener.touch(payloads)
         with self._db.reading() as conn:
             feed.prune(conn, now - feed.RETENTION)
-        return [(int(i), str(s)) for i, s in gone]
+        return gone
 
     def prune_feed(self, older_than: float) -> int:
         """Drop feed rows written before ``older_than``; replicas behind them reload."""
@@ -279,39 +193,18 @@ class PostgresStore:
             return feed.prune(conn, older_than)
 
     def evict_lru(self, max_entries: int) -> list[tuple[int, str]]:
-        """Delete the least recently used entries beyond ``max_entries``; returns ``(id, scope)``.
-
-        Nodes evicting at once take turns (an advisory lock), so together they remove the excess
-        once, not once each.
-        """
+        """Delete the least recently used entries beyond ``max_entries``; returns ``(id, scope)``
+        (nodes evicting at once remove the excess once, not once each)."""
         with self._db.transaction() as conn:
-            if (
-                int(conn.execute("SELECT entries FROM feed_state WHERE one").fetchone()[0])
-                <= max_entries
-            ):
-                return []
-            conn.execute(
-                f"SELECT pg_advisory_xact_lock({migrations.lock_key(migrations.EVICT_LOCK)})"
-            )
-            excess = (
-                int(conn.execute("SELECT entries FROM feed_state WHERE one").fetchone()[0])
-                - max_entries
-            )
-            if excess <= 0:
-                return []
-            gone = conn.execute(
-                "DELETE FROM entries WHERE id IN (SELECT id FROM entries "
-                "ORDER BY coalesce(last_hit_at, created_at), id LIMIT %s) RETURNING id, scope",
-                (excess,),
-            ).fetchall()
-            payloads = self._announce(conn, (str(row[1]) for row in gone))
-        self._touched(payloads)
-        return [(int(i), str(s)) for i, s in gone]
+            gone = entry_sql.delete_lru(conn, max_entries)
+            payloads = self._listener.announce(conn, (scope for _, scope in gone))
+        self._listener.touch(payloads)
+        return gone
 
     def count(self) -> int:
         """Entries in the database (kept by the feed trigger: no table scan)."""
         with self._db.reading() as conn:
-            return int(conn.execute("SELECT entries FROM feed_state WHERE one").fetchone()[0])
+            return entry_sql.count(conn)
 
     def nearest(
         self, scope: str, vector: np.ndarray, k: int, now: float
@@ -372,8 +265,8 @@ class PostgresStore:
                 rows.add_thresholds(conn, thresholds),
                 rows.add_instructor_rows(conn, instructor),
             )
-            payloads = self._announce(conn, [listen.ANY_SCOPE] if added[0] else [])
-        self._touched(payloads)
+            payloads = self._listener.announce(conn, [listen.ANY_SCOPE] if added[0] else [])
+        self._listener.touch(payloads)
         return added
 
     # -- maintenance SQL (``semcache.storage.base.Rows``): ``?`` placeholders, both engines ----
@@ -392,23 +285,12 @@ class PostgresStore:
 
     def columns(self, table: str) -> list[str]:
         with self._db.reading() as conn:
-            rows = conn.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = "
-                "current_schema() AND table_name = %s ORDER BY ordinal_position",
-                (table,),
-            ).fetchall()
-        return [str(r[0]) for r in rows]
+            return migrations.columns(conn, table)
 
     def table_bytes(self) -> int:
         """The on-disk size of the cache's tables, their indexes and TOAST data."""
         with self._db.reading() as conn:
-            row = conn.execute(
-                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = "
-                "current_schema() AND c.relkind = 'r' AND c.relname = ANY(%s)",
-                (list(migrations.TABLES),),
-            ).fetchone()
-        return int(row[0])
+            return migrations.table_bytes(conn)
 
     # -- bookkeeping (``books.py``) -----------------------------------------------------------
 
@@ -432,13 +314,11 @@ class PostgresStore:
 
     def counters(self) -> dict[str, int]:
         with self._db.reading() as conn:
-            rows = conn.execute("SELECT name, value FROM counters").fetchall()
-        return {str(name): int(value) for name, value in rows}
+            return books.counters(conn)
 
     def thresholds(self) -> dict[str, float]:
         with self._db.reading() as conn:
-            rows = conn.execute("SELECT target, threshold FROM thresholds").fetchall()
-        return {str(t): float(v) for t, v in rows}
+            return books.thresholds(conn)
 
     def set_threshold(
         self,
@@ -468,25 +348,14 @@ class PostgresStore:
         embedding: np.ndarray | None,
         note: str,
     ) -> None:
-        blob = None if embedding is None else np.ascontiguousarray(embedding, "<f4").tobytes()
         with self._db.transaction() as conn:
-            conn.execute(
-                "INSERT INTO feedback (created_at, entry_id, scope, query, candidate, similarity, "
-                "query_embedding, note) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                (time.time(), entry_id, scope, query, candidate, similarity, blob, note),
-            )
+            books.add_feedback(conn, entry_id, scope, query, candidate, similarity, embedding, note)
 
     def wrong_queries(self, entry_ids: list[int], dimension: int) -> dict[int, np.ndarray]:
         if not entry_ids:
             return {}
         with self._db.reading() as conn:
-            rows = conn.execute(
-                "SELECT entry_id, query_embedding FROM feedback WHERE entry_id = ANY(%s) "
-                "AND query_embedding IS NOT NULL",
-                (entry_ids,),
-                binary=True,
-            ).fetchall()
-        return books.vectors_by_entry(rows, dimension)
+            return books.wrong_queries(conn, entry_ids, dimension)
 
     def add_shadow(
         self, scope: str, entry_id: int, similarity: float, agree: bool, fields: list[str]
@@ -497,38 +366,3 @@ class PostgresStore:
     def shadow_counts(self) -> dict[str, tuple[int, int, float | None]]:
         with self._db.reading() as conn:
             return books.shadow_counts(conn)
-
-
-def _entry(row: Sequence[Any]) -> StoredEntry:
-    """A row of ``_ENTRY_COLUMNS`` (and the embedding, when selected) as the cache reads it."""
-    blob = bytes(row[7]) if len(row) > 7 and row[7] is not None else None
-    return StoredEntry(
-        int(row[0]), str(row[1]), str(row[2]), row[3], str(row[4]), row[5], int(row[6]), blob
-    )
-
-
-def _insert(conn: Any, entry: NewEntry, now: float) -> tuple[int, int | None]:
-    """Replace-or-insert one entry. A node inserting the same key concurrently makes our insert
-    do nothing; the loop then deletes its row (read committed: each statement sees the latest
-    commits) and inserts again, so the later writer's answer stays, as on SQLite."""
-    blob = (
-        None
-        if entry.embedding is None
-        else np.ascontiguousarray(entry.embedding, dtype="<f4").tobytes()
-    )
-    values = (
-        entry.exact_key, entry.scope, entry.namespace, entry.model, entry.schema_name,
-        entry.prompt, entry.request_json, entry.response_json, entry.raw_json, entry.usage_json,
-        entry.total_tokens, blob, now, entry.expires_at,
-    )  # fmt: skip
-    replaced: int | None = None
-    for _ in range(5):
-        old = conn.execute(
-            "DELETE FROM entries WHERE exact_key = %s RETURNING id", (entry.exact_key,)
-        ).fetchone()
-        if old is not None:
-            replaced = int(old[0])
-        new = conn.execute(_INSERT, values).fetchone()
-        if new is not None:
-            return int(new[0]), replaced
-    raise StoreError(f"could not write entry {entry.exact_key[:12]}: other nodes kept replacing it")
