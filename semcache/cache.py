@@ -23,7 +23,7 @@ from semcache.embedding.base import Embedder
 from semcache.embedding.resolve import resolve_embedder
 from semcache.errors import StoreError, UsageError
 from semcache.events import EventBus
-from semcache.index.vector_index import VECTOR_KINDS, VectorKind
+from semcache.index.vector_index import VectorKind
 from semcache.integrations.instructor import (
     AsyncCachedInstructor,
     CachedClient,
@@ -32,10 +32,17 @@ from semcache.integrations.instructor import (
 )
 from semcache.keys import TextFn
 from semcache.lifecycle import check_threshold
-from semcache.pipeline import DEFAULT_NEAR_MISS_BAND, DEFAULT_THRESHOLD, Pipeline, Settings
+from semcache.pipeline import Pipeline
 from semcache.requests import Plan
+from semcache.settings import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_NEAR_MISS_BAND,
+    DEFAULT_THRESHOLD,
+    Settings,
+    checked,
+)
 from semcache.shadow import Shadow
-from semcache.storage import SEARCHES, Location, Search, SQLiteStore, Store, open_location
+from semcache.storage import Location, Search, SQLiteStore, Store, open_location
 from semcache.types import CacheHit, CacheStats
 from semcache.verifiers.agreement import DEFAULT_MARGIN
 from semcache.verifiers.base import Verifier
@@ -49,7 +56,6 @@ logger = logging.getLogger("semcache")
 
 __all__ = ["DEFAULT_THRESHOLD", "SemanticCache", "cache_hit"]
 
-DEFAULT_NAMESPACE = "default"
 _DEFAULT_VERIFIER: Any = object()
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -116,35 +122,13 @@ class SemanticCache:
         auto_tune: bool = False,
         target_precision: float = calibration.DEFAULT_TARGET,
     ) -> None:
-        if index_vectors not in VECTOR_KINDS:
-            raise UsageError(f"index_vectors must be one of {', '.join(VECTOR_KINDS)}")
-        if search not in SEARCHES:
-            raise UsageError(f"search must be one of {', '.join(SEARCHES)}")
-        if agreement_margin is not None and not 0.0 <= agreement_margin <= 2.0:
-            raise UsageError("agreement_margin must be None or a similarity gap in [0, 2]")
-        if near_miss_band is not None and not 0.0 <= near_miss_band <= 2.0:
-            raise UsageError("near_miss_band must be None or a similarity gap in [0, 2]")
-        if not 0.0 < target_precision <= 1.0:
-            raise UsageError(f"target_precision is a precision in (0, 1], got {target_precision}")
-        if not isinstance(namespace, str) or not namespace:
-            raise UsageError("namespace must be a non-empty string")
-        settings = Settings(
-            threshold=check_threshold(threshold),
-            namespace=namespace,
-            text_fn=text_fn,
-            ttl=lifecycle.check_ttl(ttl),
-            max_entries=lifecycle.check_max_entries(max_entries),
-            audit=audit,
-            audit_retention=audit_retention,
-            audit_max_rows=audit_max_rows,
-            index_vectors=index_vectors,
-            search=search,
-            agreement_margin=agreement_margin,
-            schema_evidence=schema_evidence,
-            near_miss_band=near_miss_band,
-            auto_tune=auto_tune,
-            target_precision=target_precision,
-        )
+        settings = checked(Settings(
+            threshold=threshold, namespace=namespace, text_fn=text_fn, ttl=ttl,
+            max_entries=max_entries, audit=audit, audit_retention=audit_retention,
+            audit_max_rows=audit_max_rows, index_vectors=index_vectors, search=search,
+            agreement_margin=agreement_margin, schema_evidence=schema_evidence,
+            near_miss_band=near_miss_band, auto_tune=auto_tune, target_precision=target_precision,
+        ))  # fmt: skip
         embedder_ = resolve_embedder(embedder)
         verifier_ = lifecycle.resolve_verifier(verifier, _DEFAULT_VERIFIER)
         disabled: str | None = None  # why the cache is off (fail_open on a broken file)

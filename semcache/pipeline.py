@@ -20,13 +20,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel
 
-from semcache import calibration, labels, lifecycle
+from semcache import calibration, lifecycle
 from semcache.embedding.base import Embedder
 from semcache.errors import StoreUnavailableError, UncacheableRequestError, UsageError
 from semcache.events import (
@@ -39,31 +38,27 @@ from semcache.events import (
     StoreEvent,
     VetoEvent,
 )
-from semcache.index.vector_index import VectorIndex, VectorKind
-from semcache.keys import TextFn, build_key
+from semcache.index.vector_index import VectorIndex
+from semcache.keys import build_key
 from semcache.labels import nearest
 from semcache.requests import Plan, entry_for, rehydrate, stored_similarity
 from semcache.scopes import Scopes
+from semcache.settings import Settings
 from semcache.shadow import Shadow
-from semcache.storage.base import NewEntry, Search, Store, VectorSearch
+from semcache.storage.base import NewEntry, Store, VectorSearch
 from semcache.storage.ledger import Ledger
 from semcache.storage.sqlite import SQLiteStore
 from semcache.types import CacheHit, StoredEntry
 from semcache.upkeep import Upkeep
-from semcache.verifiers.agreement import (
-    DEFAULT_MARGIN,
-    find_rival,
-)
+from semcache.verifiers.agreement import find_rival
 from semcache.verifiers.base import Verdict, Verifier
 from semcache.verifiers.schema_terms import judge
 
 logger = logging.getLogger("semcache")
 
-DEFAULT_THRESHOLD = 0.87
 # A query this close to one a hit was marked wrong for is treated as the same query.
 FEEDBACK_RADIUS = 0.95
 _CANDIDATES = 4  # nearest neighbours examined, so one stale or vetoed entry does not hide the next
-DEFAULT_NEAR_MISS_BAND = labels.DEFAULT_BAND  # why this much: semcache.labels
 
 
 def _failed(what: str, exc: Exception) -> None:
@@ -81,27 +76,6 @@ class Front(Protocol):
 
     @property
     def db(self) -> SQLiteStore: ...
-
-
-@dataclass(frozen=True)
-class Settings:
-    """A cache's constructor arguments that shape lookups and stores (checked by the facade)."""
-
-    threshold: float = DEFAULT_THRESHOLD
-    namespace: str = "default"
-    text_fn: TextFn | None = None
-    ttl: float | None = None
-    max_entries: int | None = None
-    audit: bool = False
-    audit_retention: float = 30 * 86400.0
-    audit_max_rows: int = 100_000
-    index_vectors: VectorKind = "float32"
-    search: Search = "local"  # "pgvector": the database proposes candidates, not FAISS here
-    agreement_margin: float | None = DEFAULT_MARGIN  # None: serve without answer agreement
-    schema_evidence: bool = True  # words naming an answer value must match (schema_terms)
-    near_miss_band: float | None = DEFAULT_NEAR_MISS_BAND  # None: take no near-miss labels
-    auto_tune: bool = False
-    target_precision: float = calibration.DEFAULT_TARGET
 
 
 class Pipeline:

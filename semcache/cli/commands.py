@@ -27,7 +27,7 @@ from semcache.cli.output import emit, iso, output_options, rounded, short_ids
 from semcache.errors import CacheNotFoundError, SemcacheError, UsageError
 from semcache.ops import admin, audit_log, traffic
 from semcache.ops.check import check as check_file
-from semcache.pipeline import DEFAULT_THRESHOLD
+from semcache.settings import DEFAULT_THRESHOLD
 from semcache.storage import Rows, open_existing
 from semcache.storage.location import is_postgres, redact
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from semcache.embedding.base import Embedder
 from semcache.errors import EntryNotFoundError, UsageError
 from semcache.keys import schema_fingerprint
-from semcache.pipeline import DEFAULT_THRESHOLD
+from semcache.settings import DEFAULT_THRESHOLD
 from semcache.storage.base import Rows
 from semcache.storage.instructor_table import instructor_cache_stats
 
