@@ -44,7 +44,7 @@ import numpy as np
 from machine import describe
 from sources import Intent, _classify, banking
 
-from semcache import DEFAULT_THRESHOLD, SemanticCache, labels, pipeline
+from semcache import DEFAULT_THRESHOLD, SemanticCache, labels, semantic
 from semcache.embedding import resolve_embedder
 from semcache.ops import tuning
 from semcache.storage import ledger
@@ -134,7 +134,7 @@ def replay(
         stats = cache.stats()
         run.changes = list(reversed(stats.threshold_changes))
         run.final = cache.thresholds()
-    pipeline.nearest = labels.nearest  # type: ignore[attr-defined]  # undo _time_labelling
+    semantic.nearest = labels.nearest  # type: ignore[attr-defined]  # undo _time_labelling
     return run
 
 
@@ -153,7 +153,7 @@ def _time_labelling(cache: SemanticCache, spent: list[float], deferred: list[flo
 
         return wrapper
 
-    pipeline.nearest = timing(labels.nearest)  # type: ignore[attr-defined]
+    semantic.nearest = timing(labels.nearest)  # type: ignore[attr-defined]
     near.note = timing(near.note)  # type: ignore[method-assign]
     near.answered = timing(near.answered)  # type: ignore[method-assign]
     drain = near.drain

@@ -7,7 +7,7 @@
 Importing semcache never imports torch or FAISS: they load on the first semantic lookup.
 """
 
-from semcache.cache import DEFAULT_THRESHOLD, SemanticCache, cache_hit
+from semcache.cache import DEFAULT_THRESHOLD, SemanticCache
 from semcache.embedding import Embedder, SentenceTransformerEmbedder
 from semcache.errors import (
     CacheNotFoundError,
@@ -22,6 +22,7 @@ from semcache.errors import (
     UncacheableRequestError,
     UsageError,
 )
+from semcache.requests import cache_hit
 from semcache.types import CacheHit, CacheStats
 
 __version__ = "0.1.0"

@@ -1,29 +1,26 @@
 """``SemanticCache``: the public face of the cache — its arguments, the direct API, statistics,
-thresholds, feedback and lifecycle.
+thresholds, feedback and lifecycle. Each method documents and delegates; the work is elsewhere.
 
-A lookup tries the exact tier first (one indexed SQLite read, nothing embedded), then embeds the
-request's variable text and searches the FAISS index of the request's scope. A candidate at or above
-the threshold must also pass the verifier and any feedback recorded against it, and its stored JSON
-must still validate against the *current* response_model; anything else is a miss. How that is done
-lives in ``semcache.pipeline``; the instructor wrappers and the direct API both go through
-``plan``/``serve``/``save`` here, so the lookup and store logic exists once for sync and async.
+Its arguments are checked in ``semcache.settings`` and opened into a pipeline by
+``semcache.opening``. A lookup and a store are ``semcache.pipeline``'s (which candidate is served,
+``semcache.semantic``'s); the instructor wrappers and the direct API both go through
+``plan``/``serve``/``save``, so the lookup and store logic exists once for sync and async.
+Feedback and totals are ``semcache.feedback``'s, bulk loading ``semcache.bulk``'s.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from pydantic import BaseModel
 
-from semcache import bulk, calibration, lifecycle
+from semcache import bulk, calibration, feedback, lifecycle
 from semcache.embedding.base import Embedder
-from semcache.embedding.resolve import resolve_embedder
-from semcache.errors import StoreError, UsageError
+from semcache.errors import UsageError
 from semcache.events import EventBus
-from semcache.index.stages import VECTOR_KINDS, VectorKind
+from semcache.index.stages import VectorKind
 from semcache.integrations.instructor import (
     AsyncCachedInstructor,
     CachedClient,
@@ -31,11 +28,17 @@ from semcache.integrations.instructor import (
     wrap_client,
 )
 from semcache.keys import TextFn
-from semcache.lifecycle import check_threshold
-from semcache.pipeline import DEFAULT_NEAR_MISS_BAND, DEFAULT_THRESHOLD, Pipeline, Settings
+from semcache.opening import DEFAULT_VERIFIER, open_pipeline
 from semcache.requests import Plan
+from semcache.settings import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_NEAR_MISS_BAND,
+    DEFAULT_THRESHOLD,
+    Settings,
+    checked,
+)
 from semcache.shadow import Shadow
-from semcache.storage import SEARCHES, Location, Search, SQLiteStore, Store, open_location
+from semcache.storage import Location, Search, SQLiteStore
 from semcache.types import CacheHit, CacheStats
 from semcache.verifiers.agreement import DEFAULT_MARGIN
 from semcache.verifiers.base import Verifier
@@ -43,14 +46,8 @@ from semcache.verifiers.base import Verifier
 if TYPE_CHECKING:
     from instructor import AsyncInstructor, Instructor
 
-    from semcache.storage.postgres import PostgresStore
+__all__ = ["DEFAULT_THRESHOLD", "SemanticCache"]
 
-logger = logging.getLogger("semcache")
-
-__all__ = ["DEFAULT_THRESHOLD", "SemanticCache", "cache_hit"]
-
-DEFAULT_NAMESPACE = "default"
-_DEFAULT_VERIFIER: Any = object()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -96,7 +93,7 @@ class SemanticCache:
         *,
         threshold: float = DEFAULT_THRESHOLD,
         embedder: Embedder | str | Any | None = None,
-        verifier: Verifier | None = _DEFAULT_VERIFIER,
+        verifier: Verifier | None = DEFAULT_VERIFIER,
         namespace: str = DEFAULT_NAMESPACE,
         text_fn: TextFn | None = None,
         ttl: float | None = None,
@@ -116,59 +113,18 @@ class SemanticCache:
         auto_tune: bool = False,
         target_precision: float = calibration.DEFAULT_TARGET,
     ) -> None:
-        if index_vectors not in VECTOR_KINDS:
-            raise UsageError(f"index_vectors must be one of {', '.join(VECTOR_KINDS)}")
-        if search not in SEARCHES:
-            raise UsageError(f"search must be one of {', '.join(SEARCHES)}")
-        if agreement_margin is not None and not 0.0 <= agreement_margin <= 2.0:
-            raise UsageError("agreement_margin must be None or a similarity gap in [0, 2]")
-        if near_miss_band is not None and not 0.0 <= near_miss_band <= 2.0:
-            raise UsageError("near_miss_band must be None or a similarity gap in [0, 2]")
-        if not 0.0 < target_precision <= 1.0:
-            raise UsageError(f"target_precision is a precision in (0, 1], got {target_precision}")
-        if not isinstance(namespace, str) or not namespace:
-            raise UsageError("namespace must be a non-empty string")
-        settings = Settings(
-            threshold=check_threshold(threshold),
-            namespace=namespace,
-            text_fn=text_fn,
-            ttl=lifecycle.check_ttl(ttl),
-            max_entries=lifecycle.check_max_entries(max_entries),
-            audit=audit,
-            audit_retention=audit_retention,
-            audit_max_rows=audit_max_rows,
-            index_vectors=index_vectors,
-            search=search,
-            agreement_margin=agreement_margin,
-            schema_evidence=schema_evidence,
-            near_miss_band=near_miss_band,
-            auto_tune=auto_tune,
-            target_precision=target_precision,
-        )
-        embedder_ = resolve_embedder(embedder)
-        verifier_ = lifecycle.resolve_verifier(verifier, _DEFAULT_VERIFIER)
-        disabled: str | None = None  # why the cache is off (fail_open on a broken file)
-        try:
-            store: Store = open_location(path, busy_timeout=busy_timeout, search=search)
-        except StoreError as exc:
-            if not fail_open:
-                raise
-            # The app asked to keep working against the provider: an empty private store stands
-            # in, and every lookup is a miss; nothing is written to the broken file.
-            logger.error("semcache: cache disabled, calling the provider for everything: %s", exc)
-            disabled = str(exc)
-            store = SQLiteStore(":memory:", busy_timeout=busy_timeout)
-        try:
-            store.check_settings({"embedder_name": embedder_.name})
-            self.pipeline = Pipeline(
-                store, embedder_, verifier_, settings,
-                shadow=Shadow(store, shadow_rate, shadow_target), events=EventBus(),
-                disabled=disabled,
-            )  # fmt: skip
-        except BaseException:
-            store.close()
-            raise
-        self._store = store
+        settings = checked(Settings(
+            threshold=threshold, namespace=namespace, text_fn=text_fn, ttl=ttl,
+            max_entries=max_entries, audit=audit, audit_retention=audit_retention,
+            audit_max_rows=audit_max_rows, index_vectors=index_vectors, search=search,
+            agreement_margin=agreement_margin, schema_evidence=schema_evidence,
+            near_miss_band=near_miss_band, auto_tune=auto_tune, target_precision=target_precision,
+        ))  # fmt: skip
+        self.pipeline = open_pipeline(
+            path, settings, embedder=embedder, verifier=verifier, shadow_rate=shadow_rate,
+            shadow_target=shadow_target, fail_open=fail_open, busy_timeout=busy_timeout,
+        )  # fmt: skip
+        self._store = self.pipeline.store
         self._closed = False
         lifecycle.track(self)
 
@@ -343,20 +299,7 @@ class SemanticCache:
 
     def stats(self) -> CacheStats:
         """Totals for the whole file, across processes (pending counts are written first)."""
-        self.flush()
-        counters = self._store.counters()
-        exact, semantic = counters.get("exact_hits", 0), counters.get("semantic_hits", 0)
-        return CacheStats(
-            entries=self._store.count(),
-            exact_hits=exact,
-            semantic_hits=semantic,
-            misses=counters.get("misses", 0),
-            calls_avoided=exact + semantic,
-            tokens_avoided=counters.get("tokens_avoided", 0),
-            semantic_precision=self.shadow.estimates(),
-            threshold_changes=tuple(self._store.threshold_changes()),
-            store_outages=self._store.outages(),
-        )
+        return feedback.stats(self.pipeline)
 
     def tune(self, *, apply: bool = False) -> list[calibration.Calibration]:
         """Each scope's calibration on its live labels, toward ``target_precision``: the curve,
@@ -376,11 +319,9 @@ class SemanticCache:
         neither, the file's default. ``None`` removes it. Precedence at lookup: the call's
         ``semcache_threshold``, then the scope's, the response_model's, the file's, the
         constructor's."""
-        if threshold is not None:
-            check_threshold(threshold)
-        target = lifecycle.threshold_target(response_model, scope)
-        self._store.set_threshold(target, threshold, source)
-        self.pipeline.thresholds = self._store.thresholds()
+        feedback.set_threshold(
+            self.pipeline, threshold, response_model=response_model, scope=scope, source=source
+        )
 
     def thresholds(self) -> dict[str, float]:
         """The persisted thresholds by target (``scope:…``, ``schema:…`` or ``default``)."""
@@ -389,16 +330,7 @@ class SemanticCache:
     def mark_wrong(self, hit: CacheHit, *, note: str = "") -> None:
         """Record that ``hit`` was a wrong answer. It is never served again for that query or a
         near-duplicate of it (cosine >= 0.95); an exact hit's entry is deleted outright."""
-        vector = None
-        if hit.tier == "semantic" and hit.query is not None:
-            vector = self.embedder.embed([hit.query])[0]
-        self._store.add_feedback(
-            hit.entry_id, hit.scope, hit.query, hit.matched_prompt, hit.similarity, vector, note
-        )
-        if vector is not None:  # a wrong semantic hit is a label for calibration
-            self.pipeline.upkeep.labelled()
-        if hit.tier == "exact":
-            self._store.delete(hit.entry_id)
+        feedback.mark_wrong(self.pipeline, hit, note)
 
     def memoize(
         self,
@@ -416,25 +348,16 @@ class SemanticCache:
     def export(self, folder: str | os.PathLike[str], **options: Any) -> Any:
         """Write a portable, self-describing folder; see ``semcache.ops.export.export`` (and
         ``semcache.ops.engines`` for a cache on PostgreSQL: the same folder)."""
-        self.flush()
-        if not isinstance(self._store, SQLiteStore):
-            from semcache.ops.engines import export_postgres
+        from semcache.ops.engines import export_cache
 
-            return export_postgres(self, cast("PostgresStore", self._store), folder, **options)
-        from semcache.ops.export import export
-
-        return export(self, folder, **options)
+        return export_cache(self, folder, **options)
 
     def import_export(self, folder: str | os.PathLike[str], **options: Any) -> Any:
         """Merge an exported folder into this cache; see ``semcache.ops.export.import_export``.
         An export of either engine imports into either engine."""
-        if not isinstance(self._store, SQLiteStore):
-            from semcache.ops.engines import import_postgres
+        from semcache.ops.engines import import_cache
 
-            return import_postgres(self, cast("PostgresStore", self._store), folder, **options)
-        from semcache.ops.export import import_export
-
-        return import_export(folder, self, **options)
+        return import_cache(self, folder, **options)
 
     def record_shadow(self, hit: CacheHit, fresh: BaseModel) -> bool:
         """Compare a semantic hit with the provider's fresh answer; True when they agree.
@@ -495,9 +418,3 @@ class SemanticCache:
     def save(self, plan: Plan, value: BaseModel, completion: Any) -> int | None:
         """Store the provider's answer for ``plan``. Failures are logged, never raised."""
         return self.pipeline.save(plan, value, completion)
-
-
-def cache_hit(value: Any) -> CacheHit | None:
-    """The ``CacheHit`` that produced ``value``, or None when it came from the provider."""
-    hit = getattr(value, "_semcache_hit", None)
-    return hit if isinstance(hit, CacheHit) else None

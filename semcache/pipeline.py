@@ -7,12 +7,13 @@ place that combines the store, the embedder, the index and the verifier.
 
 A lookup tries the exact tier first (one indexed read, nothing embedded), then embeds the request's
 variable text and asks the FAISS index of the request's scope for its nearest entries (or, with
-``search="pgvector"``, the database: ``_nearest`` is the one place that differs). Each
-candidate's similarity is recomputed from the float32 vector in storage, and that number alone
-decides a hit (``similarity >= threshold``) and is what ``CacheHit.similarity`` reports. A candidate
-must also pass feedback and the verifier, and its stored JSON must still validate against the
-*current* response_model; anything else is a miss. Which threshold applies, the near-miss labels a
-miss leaves and the periodic jobs are ``semcache.upkeep``'s.
+``search="pgvector"``, the database: ``_nearest`` is the one place that differs). Those are only
+proposals: which of them, if any, is served is the semantic tier's decision
+(``semcache.semantic``), from the similarity to the float32 vector in storage, the verifier,
+feedback and the stored answer itself. Which threshold applies, the near-miss labels a miss
+leaves and the periodic jobs are ``semcache.upkeep``'s. What stays here surrounds them: keying a
+request, counting and reporting lookups, falling back to the provider on any failure, and the
+write path.
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel
 
-from semcache import calibration, labels, lifecycle
+from semcache import calibration, lifecycle
 from semcache.embedding.base import Embedder
 from semcache.errors import StoreUnavailableError, UncacheableRequestError, UsageError
 from semcache.events import (
@@ -37,34 +37,24 @@ from semcache.events import (
     LookupEvent,
     MissEvent,
     StoreEvent,
-    VetoEvent,
 )
-from semcache.index.stages import VectorKind
 from semcache.index.vector_index import VectorIndex
-from semcache.keys import TextFn, build_key
-from semcache.labels import nearest
-from semcache.requests import Plan, entry_for, rehydrate, stored_similarity
+from semcache.keys import build_key
+from semcache.requests import Plan, entry_for, rehydrate
 from semcache.scopes import Scopes
+from semcache.semantic import SemanticTier
+from semcache.settings import Settings
 from semcache.shadow import Shadow
-from semcache.storage.base import NewEntry, Search, Store, VectorSearch
+from semcache.storage.base import NewEntry, Store, VectorSearch
 from semcache.storage.ledger import Ledger
 from semcache.storage.sqlite import SQLiteStore
-from semcache.types import CacheHit, StoredEntry
+from semcache.types import CacheHit
 from semcache.upkeep import Upkeep
-from semcache.verifiers.agreement import (
-    DEFAULT_MARGIN,
-    find_rival,
-)
-from semcache.verifiers.base import Verdict, Verifier
-from semcache.verifiers.schema_terms import judge
+from semcache.verifiers.base import Verifier
 
 logger = logging.getLogger("semcache")
 
-DEFAULT_THRESHOLD = 0.87
-# A query this close to one a hit was marked wrong for is treated as the same query.
-FEEDBACK_RADIUS = 0.95
 _CANDIDATES = 4  # nearest neighbours examined, so one stale or vetoed entry does not hide the next
-DEFAULT_NEAR_MISS_BAND = labels.DEFAULT_BAND  # why this much: semcache.labels
 
 
 def _failed(what: str, exc: Exception) -> None:
@@ -84,27 +74,6 @@ class Front(Protocol):
     def db(self) -> SQLiteStore: ...
 
 
-@dataclass(frozen=True)
-class Settings:
-    """A cache's constructor arguments that shape lookups and stores (checked by the facade)."""
-
-    threshold: float = DEFAULT_THRESHOLD
-    namespace: str = "default"
-    text_fn: TextFn | None = None
-    ttl: float | None = None
-    max_entries: int | None = None
-    audit: bool = False
-    audit_retention: float = 30 * 86400.0
-    audit_max_rows: int = 100_000
-    index_vectors: VectorKind = "float32"
-    search: Search = "local"  # "pgvector": the database proposes candidates, not FAISS here
-    agreement_margin: float | None = DEFAULT_MARGIN  # None: serve without answer agreement
-    schema_evidence: bool = True  # words naming an answer value must match (schema_terms)
-    near_miss_band: float | None = DEFAULT_NEAR_MISS_BAND  # None: take no near-miss labels
-    auto_tune: bool = False
-    target_precision: float = calibration.DEFAULT_TARGET
-
-
 class Pipeline:
     """Lookups and stores over one store, one embedder, one verifier and the derived index."""
 
@@ -121,7 +90,6 @@ class Pipeline:
     ) -> None:
         self.store = store
         self.embedder = embedder
-        self.verifier = verifier
         self.settings = settings
         self.shadow = shadow
         self.events = events if events is not None else EventBus()
@@ -135,6 +103,15 @@ class Pipeline:
         self.ledger = Ledger(store)
         self.scopes = Scopes(store, settings.index_vectors)  # the derived FAISS index
         self.upkeep = Upkeep(store, self.ledger, self.scopes, settings, self._evicted)
+        self.semantic = SemanticTier(
+            store, verifier, settings, ledger=self.ledger, scopes=self.scopes,
+            near_misses=self.upkeep.near_misses, events=self.events,
+        )  # fmt: skip
+
+    @property
+    def verifier(self) -> Verifier:
+        """The verifier the semantic tier asks (near-miss labels are judged by it too)."""
+        return self.semantic.verifier
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -269,100 +246,7 @@ class Pipeline:
         # with fp16/sq8), and a candidate it dropped at the boundary could then never be served
         # at a threshold equal to the similarity a hit reports.
         found = self._nearest(keyed.scope, vector, now)
-        candidates = found
-        rows, wrong_for = self.store.candidates([i for i, _ in candidates], now, len(vector))
-        gone = [i for i, _ in candidates if i not in rows]
-        if gone:  # deleted, expired or replaced elsewhere
-            self.scopes.forget(keyed.scope, gone)
-        verdict: Verdict | None = None
-        # The similarity that decides is recomputed from the store's own vector: the index only
-        # proposes candidates, so even a damaged index cannot make a wrong hit. Candidates are
-        # tried best first by that similarity (a compressed index may order them slightly off).
-        scored = sorted(
-            (
-                (stored_similarity(row.embedding, vector), row)
-                for row in (rows.get(entry_id) for entry_id, _ in candidates)
-                if row is not None and row.scope == keyed.scope and row.prompt is not None
-            ),
-            key=lambda pair: -pair[0],
-        )
-        eligible = [(similarity, row) for similarity, row in scored if similarity >= threshold]
-        judged: dict[int, Verdict] = {}
-        refused: dict[int, str] = {}  # candidate -> the check that refused it
-
-        def verdict_of(similarity: float, row: StoredEntry) -> Verdict:
-            if row.id not in judged:
-                judged[row.id] = self._judge(plan, row, similarity, vector, wrong_for.get(row.id))
-            return judged[row.id]
-
-        for similarity, row in eligible:
-            verdict = verdict_of(similarity, row)
-            if not verdict.accept:
-                self._veto(plan, row, similarity, verdict, start)
-                refused[row.id] = verdict.stage or self.verifier.name
-                continue
-            rival = find_rival(
-                similarity, row, eligible, verdict_of, self.settings.agreement_margin
-            )
-            if rival is not None:
-                # A candidate about as near as this one holds another answer: the query sits
-                # between them and none is served (semcache.verifiers.agreement).
-                reason = f"a candidate at similarity {rival:.4f} holds another answer"
-                verdict = self._veto(
-                    plan, row, similarity, Verdict(False, reason, "agreement"), start
-                )
-                refused[row.id] = "agreement"
-                break
-            hit = rehydrate(plan, row, min(similarity, 1.0), "semantic")
-            if hit is not None:
-                self._audit(plan, start, row, similarity, "hit", "")
-                return hit
-        if verdict is None:
-            best = scored[0][0] if scored else (found[0][1] if found else None)
-            self._audit(plan, start, None, best, "below_threshold", "")
-        band = self.settings.near_miss_band
-        if band is not None and plan.write:
-            model = plan.response_model if self.settings.schema_evidence else None
-            near = nearest(scored, threshold, band, refused, keyed.text or "", model)
-            if near is not None:
-                self.upkeep.near_misses.note(keyed.exact_key, near)
-        return None
-
-    def _judge(
-        self,
-        plan: Plan,
-        row: StoredEntry,
-        similarity: float,
-        vector: np.ndarray,
-        wrong_for: np.ndarray | None,
-    ) -> Verdict:
-        """Feedback first (a hit marked wrong for a near-duplicate query), then the verifier;
-        nothing is recorded here (a rival is judged without being tried)."""
-        query = plan.keyed.text or ""
-        assert row.prompt is not None
-        if wrong_for is not None and float((wrong_for @ vector).max()) >= FEEDBACK_RADIUS:
-            return Verdict(False, "marked wrong for a near-duplicate query", "feedback")
-        model = plan.response_model if self.settings.schema_evidence else None
-        return judge(self.verifier, query, row.prompt, similarity, model)
-
-    def _veto(
-        self, plan: Plan, row: StoredEntry, similarity: float, verdict: Verdict, start: float
-    ) -> Verdict:
-        """Record a veto: the vetoes table, the audit log and a ``VetoEvent``."""
-        query = plan.keyed.text or ""
-        assert row.prompt is not None
-        stage = verdict.stage or self.verifier.name
-        scope = plan.keyed.scope
-        self.ledger.row("vetoes", (
-            time.time(), scope, row.id, query, row.prompt, similarity, stage, verdict.reason,
-        ))  # fmt: skip
-        self._audit(plan, start, row, similarity, "veto", f"{stage}: {verdict.reason}")
-        if self.events.active:
-            self._emit(VetoEvent(
-                plan.keyed.namespace, scope, row.id, query, row.prompt, similarity, stage,
-                verdict.reason,
-            ))  # fmt: skip
-        return verdict
+        return self.semantic.choose(plan, vector, threshold, found, now, start)
 
     def _save(self, plan: Plan, value: BaseModel, completion: Any) -> int | None:
         vector = self._vector(plan) if self._embeddable(plan) else None
@@ -450,24 +334,6 @@ class Pipeline:
     def catch_up(self, scope: str) -> VectorIndex:
         """The index, with every entry of ``scope`` committed so far (by any process) added."""
         return self.scopes.catch_up(scope, self.embedder)
-
-    def _audit(
-        self,
-        plan: Plan,
-        start: float,
-        row: StoredEntry | None,
-        similarity: float | None,
-        verdict: str,
-        reason: str,
-    ) -> None:
-        if not self.settings.audit:
-            return
-        latency_ms = (time.perf_counter() - start) * 1000.0
-        keyed = plan.keyed
-        self.ledger.row("audit", (
-            time.time(), keyed.namespace, keyed.scope, keyed.text, row.id if row else None,
-            row.prompt if row else None, similarity, verdict, reason, latency_ms,
-        ))  # fmt: skip
 
     def _emit(self, event: Any) -> None:
         self.events.emit(event)

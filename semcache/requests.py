@@ -4,7 +4,8 @@ for an answer, and the answer served from a row.
 An answer is stored only when it rehydrates to the same object (a JSON round trip through the
 response model), and served only when the stored JSON still validates against the *current*
 response_model; the similarity that decides a semantic hit is computed here, from the float32
-vector storage holds, and is the one ``CacheHit.similarity`` reports.
+vector storage holds, and is the one ``CacheHit.similarity`` reports. A served answer carries its
+``CacheHit``, which ``cache_hit`` (public as ``semcache.cache_hit``) reads back.
 """
 
 from __future__ import annotations
@@ -82,6 +83,13 @@ def rehydrate(plan: Plan, entry: StoredEntry, similarity: float, tier: Tier) -> 
     attach(value, "_raw_response", completion)
     attach(value, "_semcache_hit", hit)
     return hit
+
+
+def cache_hit(value: Any) -> CacheHit | None:
+    """The ``CacheHit`` that produced ``value`` (attached by ``rehydrate`` or a replayed stream),
+    or None when it came from the provider."""
+    hit = getattr(value, "_semcache_hit", None)
+    return hit if isinstance(hit, CacheHit) else None
 
 
 def stored_similarity(blob: bytes | None, vector: np.ndarray) -> float:

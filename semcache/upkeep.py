@@ -33,7 +33,7 @@ TUNE_EVERY = 50
 
 
 class Knobs(Protocol):
-    """The settings upkeep reads (``semcache.pipeline.Settings`` has them)."""
+    """The settings upkeep reads (``semcache.settings.Settings`` has them)."""
 
     @property
     def threshold(self) -> float: ...

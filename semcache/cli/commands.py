@@ -37,7 +37,7 @@ from semcache.errors import UsageError
 from semcache.ops import admin, audit_log
 from semcache.ops.check import check as check_file
 from semcache.ops.entry_filter import EntryFilter
-from semcache.pipeline import DEFAULT_THRESHOLD
+from semcache.settings import DEFAULT_THRESHOLD
 
 
 @click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -28,7 +28,7 @@ from semcache.errors import EntryNotFoundError, UsageError
 from semcache.keys import schema_fingerprint
 from semcache.ops.entry_filter import EntryFilter as EntryFilter
 from semcache.ops.entry_filter import parse_duration as parse_duration
-from semcache.pipeline import DEFAULT_THRESHOLD
+from semcache.settings import DEFAULT_THRESHOLD
 from semcache.storage.base import Rows
 from semcache.storage.instructor_table import instructor_cache_stats
 

@@ -11,6 +11,8 @@ the engines in both directions: ``SemanticCache("cache.db").export(folder)`` the
 ``instructor_cache`` rows (instructor's ``cache=`` table) travel too, in both directions: the copy
 carries them, and an import adds those whose key the database lacks.
 
+``export_cache`` and ``import_cache`` are ``SemanticCache.export`` and ``.import_export``: they
+take the way of the cache's engine, so the facade need not tell the engines apart to export.
 ``export_store`` exports a store of either engine without a ``SemanticCache`` (the command line
 opens no model to export).
 """
@@ -21,7 +23,7 @@ import dataclasses
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from semcache.ops.export import ExportReport, export
 from semcache.ops.importer import ImportReport, import_export
@@ -57,6 +59,23 @@ def export_postgres(
     """``export`` for a cache on PostgreSQL (the same folder a SQLite cache writes)."""
     cache.pipeline.flush()
     return _export_copy(store, folder, cache.pipeline, **options)
+
+
+def export_cache(cache: Front, folder: str | os.PathLike[str], **options: Any) -> ExportReport:
+    """``SemanticCache.export`` on either engine (pending bookkeeping is written first)."""
+    cache.pipeline.flush()
+    store = cache.pipeline.store
+    if not isinstance(store, SQLiteStore):
+        return export_postgres(cache, cast("PostgresStore", store), folder, **options)
+    return export(cache, folder, **options)
+
+
+def import_cache(cache: Front, folder: str | os.PathLike[str], **options: Any) -> ImportReport:
+    """``SemanticCache.import_export`` on either engine."""
+    store = cache.pipeline.store
+    if not isinstance(store, SQLiteStore):
+        return import_postgres(cache, cast("PostgresStore", store), folder, **options)
+    return import_export(folder, cache, **options)
 
 
 def export_store(store: Store, folder: str | os.PathLike[str], **options: Any) -> ExportReport:

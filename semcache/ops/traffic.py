@@ -19,7 +19,7 @@ from typing import Any
 
 from semcache import calibration
 from semcache.calibration import Calibration, CurvePoint
-from semcache.pipeline import DEFAULT_THRESHOLD
+from semcache.settings import DEFAULT_THRESHOLD
 from semcache.storage.base import Rows
 from semcache.types import Label
 
