@@ -72,9 +72,8 @@ class SemanticTier:
         ``plan``, whose text embeds as ``vector``; None for a miss. ``start`` is when the
         lookup began to embed, for the audit log's latency."""
         keyed = plan.keyed
-        candidates = found
-        rows, wrong_for = self.store.candidates([i for i, _ in candidates], now, len(vector))
-        gone = [i for i, _ in candidates if i not in rows]
+        rows, wrong_for = self.store.candidates([i for i, _ in found], now, len(vector))
+        gone = [i for i, _ in found if i not in rows]
         if gone:  # deleted, expired or replaced elsewhere
             self.scopes.forget(keyed.scope, gone)
         verdict: Verdict | None = None
@@ -84,7 +83,7 @@ class SemanticTier:
         scored = sorted(
             (
                 (stored_similarity(row.embedding, vector), row)
-                for row in (rows.get(entry_id) for entry_id, _ in candidates)
+                for row in (rows.get(entry_id) for entry_id, _ in found)
                 if row is not None and row.scope == keyed.scope and row.prompt is not None
             ),
             key=lambda pair: -pair[0],
