@@ -22,8 +22,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: install
-	$(PY) -m ruff check semcache tests demo benchmarks data/pairs
-	$(PY) -m ruff format --check semcache tests demo benchmarks data/pairs
+	$(PY) -m ruff check semcache tests demo benchmarks training data/pairs
+	$(PY) -m ruff format --check semcache tests demo benchmarks training data/pairs
 	$(PY) -m mypy semcache
 	$(VENV)/bin/lint-imports
 

@@ -10,11 +10,12 @@ with another embedder) is closed again before the error reaches the caller.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from semcache import lifecycle
-from semcache.embedding.base import Embedder
-from semcache.embedding.resolve import resolve_embedder
+from semcache.embedding.base import EMBEDDER_ENV, Embedder
+from semcache.embedding.resolve import for_recorded, resolve_embedder
 from semcache.errors import StoreError
 from semcache.events import EventBus
 from semcache.pipeline import Pipeline
@@ -43,7 +44,6 @@ def open_pipeline(
     """The pipeline of a cache at ``path``, its store open (``Pipeline.store``); ``embedder`` and
     ``verifier`` as ``SemanticCache`` takes them. Why the cache is disabled, if it is, is
     ``Pipeline.disabled``."""
-    embedder_ = resolve_embedder(embedder)
     verifier_ = lifecycle.resolve_verifier(verifier, DEFAULT_VERIFIER)
     disabled: str | None = None  # why the cache is off (fail_open on a broken file)
     try:
@@ -57,6 +57,10 @@ def open_pipeline(
         disabled = str(exc)
         store = SQLiteStore(":memory:", busy_timeout=busy_timeout)
     try:
+        if embedder is None and not os.environ.get(EMBEDDER_ENV, "").strip():
+            # The default follows the file: a cache keeps the bundled model it was made with.
+            embedder = for_recorded(store.settings().get("embedder_name"))
+        embedder_ = resolve_embedder(embedder)
         store.check_settings({"embedder_name": embedder_.name})
         return Pipeline(
             store, embedder_, verifier_, settings,

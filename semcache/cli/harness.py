@@ -128,8 +128,9 @@ def manifest_embedder(folder: str) -> str | None:
     return None  # import_export reports what is wrong with the folder
 
 
-def embedder_arg(name: str | None) -> str | None:
-    """None selects the bundled offline copy of the default model instead of a download."""
-    from semcache.embedding.base import DEFAULT_MODEL_NAME
+def embedder_arg(name: str | None) -> Any:
+    """The ``embedder=`` for a model name recorded in a cache or an export: a bundled model's
+    name selects its offline copy instead of a download (``resolve.for_recorded``)."""
+    from semcache.embedding.resolve import for_recorded
 
-    return None if name in (None, DEFAULT_MODEL_NAME) else name
+    return for_recorded(name)

@@ -20,9 +20,16 @@ DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 MAX_CHARS_TO_TOKENIZE = 100_000
 
 # Overrides the default embedder (``embedder=None``) for every cache in the process, without code
-# changes: ``torch``, ``onnx`` (int8) or ``onnx-fp32``, the names ``embedder=`` accepts too.
+# changes: ``torch``, ``onnx`` (int8) or ``onnx-fp32`` run the bundled model on one runtime;
+# ``tuned`` runs semcache's tuned copy of it (``semcache.embedding.tuned``). ``embedder=`` accepts
+# the same names.
 EMBEDDER_ENV = "SEMCACHE_EMBEDDER"
-BUILTIN_EMBEDDERS = ("torch", "onnx", "onnx-fp32")
+
+# What a new cache embeds with when ``embedder=None``: ``"bundled"`` (all-MiniLM-L6-v2 as shipped)
+# or ``"tuned"`` (semcache's tuned copy of it, ``semcache.embedding.tuned``). A cache that exists
+# keeps the model its settings record (``resolve.for_recorded``).
+DEFAULT_EMBEDDER = "bundled"
+BUILTIN_EMBEDDERS = ("torch", "onnx", "onnx-fp32", "tuned")
 
 
 @runtime_checkable

@@ -47,6 +47,7 @@ from semcache.embedding.base import (
     bundled_model_path,
 )
 from semcache.embedding.onnx_export import default_cache_dir, ensure_models, source_hash
+from semcache.embedding.tuned import SHIPPED_PART, TUNED_MODEL_NAME, tuned_model_path, tuned_name
 from semcache.errors import EmbedderError, UsageError
 
 logger = logging.getLogger("semcache")
@@ -94,7 +95,9 @@ class OnnxEmbedder:
     batch-mates (cosine down to 0.985 against the same text alone); one by one it equals a single
     lookup's vector, and measured faster too. ``workers`` (default: the CPU count, at most 4) is
     how many model runs a bulk ``embed`` keeps going at once, each on one thread. ``fallback``
-    makes the embedder used instead if the ONNX model cannot be exported or loaded.
+    makes the embedder used instead if the ONNX model cannot be exported or loaded. ``tuned`` runs
+    semcache's tuned copy of the model instead (``semcache.embedding.tuned``), under its own name;
+    ``part`` another shipped part in its place (a leave-one-source-out copy, in benchmarks).
 
     Nothing is loaded or exported until the first ``embed``, ``fits`` or ``load()``. Safe to share
     between threads, and across ``fork``.
@@ -109,10 +112,14 @@ class OnnxEmbedder:
         batch_size: int = 32,
         workers: int | None = None,
         fallback: Callable[[], Embedder] | None = None,
+        tuned: bool = False,
+        part: Path | None = None,
     ) -> None:
         if threads < 1 or batch_size < 1 or (workers is not None and workers < 1):
             raise UsageError("threads, batch_size and workers must be at least 1")
         self.quantize = quantize
+        self.tuned = tuned or part is not None
+        self._part = part
         self.threads = threads
         self.batch_size = batch_size
         self.workers = workers if workers is not None else min(os.cpu_count() or 1, 4)
@@ -130,7 +137,9 @@ class OnnxEmbedder:
 
     @property
     def name(self) -> str:
-        return DEFAULT_MODEL_NAME
+        if self._part is not None:
+            return tuned_name(self._part)
+        return TUNED_MODEL_NAME if self.tuned else DEFAULT_MODEL_NAME
 
     @property
     def dimension(self) -> int:
@@ -231,7 +240,10 @@ class OnnxEmbedder:
 
     def _bundled(self) -> Path:
         if self._model_dir is None:
-            self._model_dir = Path(bundled_model_path())
+            if self.tuned:
+                self._model_dir = tuned_model_path(part=self._part or SHIPPED_PART)
+            else:
+                self._model_dir = Path(bundled_model_path())
         return self._model_dir
 
     def _model_config(self) -> dict[str, Any]:

@@ -11,7 +11,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from semcache.embedding.base import BUILTIN_EMBEDDERS, EMBEDDER_ENV, Embedder
+from semcache.embedding.base import (
+    BUILTIN_EMBEDDERS,
+    DEFAULT_EMBEDDER,
+    DEFAULT_MODEL_NAME,
+    EMBEDDER_ENV,
+    Embedder,
+)
 from semcache.embedding.torch_runtime import SentenceTransformerEmbedder
 from semcache.errors import ArgumentTypeError, UsageError
 
@@ -21,8 +27,8 @@ def resolve_embedder(embedder: Embedder | str | Any | None) -> Embedder:
 
     None is the bundled all-MiniLM-L6-v2, on ONNX Runtime (int8) when it is installed, else on
     torch; ``$SEMCACHE_EMBEDDER`` overrides that choice. ``"torch"``, ``"onnx"`` (int8) and
-    ``"onnx-fp32"`` pick the bundled model on one runtime; any other string is a
-    sentence-transformers model name. Nothing is loaded here.
+    ``"onnx-fp32"`` pick the bundled model on one runtime, ``"tuned"`` semcache's tuned copy of
+    it; any other string is a sentence-transformers model name. Nothing is loaded here.
     """
     if embedder is None:
         choice = os.environ.get(EMBEDDER_ENV, "").strip().lower()
@@ -47,8 +53,28 @@ def resolve_embedder(embedder: Embedder | str | Any | None) -> Embedder:
     )
 
 
+def for_recorded(name: str | None) -> Embedder | str | None:
+    """What ``embedder=`` should be to read a cache whose settings record embedding model ``name``:
+    None (the default) when nothing is recorded yet; the built-in embedder of either bundled model
+    for its name, so a file keeps the model it was made with whichever is the default (a file made
+    by an older default still opens); else the name itself, a sentence-transformers model."""
+    from semcache.embedding.tuned import TUNED_MODEL_NAME
+
+    if name == DEFAULT_MODEL_NAME:
+        return _bundled_default()
+    if name == TUNED_MODEL_NAME:
+        return tuned_embedder()
+    return name
+
+
 def _default_embedder() -> Embedder:
-    """ONNX int8 when it can run here (about 3x faster per prompt on a CPU), else torch.
+    """The default for a new cache (``DEFAULT_EMBEDDER``)."""
+    return tuned_embedder() if DEFAULT_EMBEDDER == "tuned" else _bundled_default()
+
+
+def _bundled_default() -> Embedder:
+    """The bundled model on ONNX int8 when it can run here (about 3x faster per prompt on a CPU),
+    else torch.
 
     The ONNX model is exported on the first embedding, which can still fail (a full disk, a torch
     without the TorchScript exporter); this embedder then warns once and uses torch, because a
@@ -59,6 +85,21 @@ def _default_embedder() -> Embedder:
     from semcache.embedding.onnx_runtime import OnnxEmbedder
 
     return OnnxEmbedder(quantize=True, fallback=SentenceTransformerEmbedder)
+
+
+def tuned_embedder() -> Embedder:
+    """semcache's tuned copy of the bundled model: on ONNX Runtime (int8) when it can run here,
+    else, or when exporting fails, on torch; the same vectors under the same name either way."""
+    from semcache.embedding.tuned import TUNED_MODEL_NAME, tuned_model_path
+
+    def on_torch() -> Embedder:
+        return SentenceTransformerEmbedder(name=TUNED_MODEL_NAME, folder=tuned_model_path)
+
+    if not onnx_available():
+        return on_torch()
+    from semcache.embedding.onnx_runtime import OnnxEmbedder
+
+    return OnnxEmbedder(quantize=True, fallback=on_torch, tuned=True)
 
 
 def onnx_available() -> bool:
@@ -77,6 +118,8 @@ def _bundled_on(runtime: str) -> Embedder:
     """The bundled model on the runtime named; asked for by name, so a failure is an error."""
     if runtime == "torch":
         return SentenceTransformerEmbedder()
+    if runtime == "tuned":
+        return tuned_embedder()
     # Needs ``pip install semcache[onnx]``; without it the first embedding raises EmbedderError.
     from semcache.embedding.onnx_runtime import OnnxEmbedder
 

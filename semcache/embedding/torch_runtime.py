@@ -7,7 +7,8 @@ the exact tier or the store never pays for them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,7 +47,9 @@ class SentenceTransformerEmbedder:
 
     ``model`` is None for the bundled all-MiniLM-L6-v2 (loaded from the installed package with
     ``local_files_only``, so it never touches the network), a model name or folder, or an already
-    constructed ``SentenceTransformer``.
+    constructed ``SentenceTransformer``. ``folder``, with ``model`` None, gives the local folder to
+    load instead of the bundled one, asked for on the first embedding (the tuned model's folder is
+    derived then: ``semcache.embedding.tuned``).
     """
 
     def __init__(
@@ -55,11 +58,13 @@ class SentenceTransformerEmbedder:
         *,
         name: str | None = None,
         device: str = "cpu",
+        folder: Callable[[], Path | str] | None = None,
     ) -> None:
         self._device = device
         self._lock = threading.Lock()
         self._model: Any = None
         self._source: str | None = None
+        self._folder = folder or bundled_model_path
         self._local_only = False
         if model is None:
             self._name = name or DEFAULT_MODEL_NAME
@@ -81,7 +86,7 @@ class SentenceTransformerEmbedder:
         if self._model is None:
             with self._lock:
                 if self._model is None:
-                    source = self._source or bundled_model_path()
+                    source = self._source or str(self._folder())
                     self._model = _load_sentence_transformer(source, self._device, self._local_only)
         return self._model
 
