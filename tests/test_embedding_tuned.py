@@ -7,6 +7,8 @@ Everything is derived and exported into a temporary ``$XDG_CACHE_HOME`` for this
 from __future__ import annotations
 
 import hashlib
+import logging
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,3 +143,17 @@ def test_a_cache_keeps_the_model_it_was_made_with(
     monkeypatch.setenv(EMBEDDER_ENV, "tuned")
     with pytest.raises(ConfigMismatchError):
         SemanticCache(old)
+
+
+def test_an_unwritable_cache_folder_derives_in_the_temporary_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    home = tmp_path / "not-a-folder"
+    home.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    with caplog.at_level(logging.WARNING, logger="semcache"):
+        folder = tuned_model_path()
+    assert folder.parent.parent == tmp_path / "tmp" and (folder / "model.safetensors").exists()
+    assert "deriving the tuned model in" in caplog.text

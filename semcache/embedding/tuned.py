@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -25,6 +26,8 @@ from pathlib import Path
 
 from semcache.embedding.base import bundled_model_path
 from semcache.errors import EmbedderError
+
+logger = logging.getLogger("semcache")
 
 # The name cache files record. Vectors of two different shipped parts must never share a file, so
 # the name changes with the part: ``SHIPPED_SHA256`` pins the part this name stands for, and a test
@@ -58,12 +61,26 @@ def tuned_name(part: Path) -> str:
 
 
 def tuned_model_path(root: Path | None = None, part: Path = SHIPPED_PART) -> Path:
-    """The derived model folder, made on first use (module docstring)."""
+    """The derived model folder, made on first use (module docstring). Without ``root``, where the
+    user's cache folder cannot be written (read-only, full, not a folder), the system's temporary
+    folder stands in, so the tuned model still loads; it is then derived again after a reboot."""
+    if root is not None:
+        return _derived(root, part)
+    try:
+        return _derived(default_models_dir(), part)
+    except OSError as exc:
+        fallback = Path(tempfile.gettempdir()) / f"semcache-models-{os.getuid()}"
+        logger.warning("semcache: cannot write %s (%s); deriving the tuned model in %s",
+                       default_models_dir(), exc, fallback)  # fmt: skip
+        return _derived(fallback, part)
+
+
+def _derived(root: Path, part: Path) -> Path:
     base = Path(bundled_model_path())
     key = hashlib.sha256(
         f"{_sha256(base / _WEIGHTS)}\0{_sha256(part)}\0{TUNED_MODEL_NAME}".encode()
     ).hexdigest()[:16]
-    folder = (root or default_models_dir()) / key
+    folder = root / key
     if _valid(folder):
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
