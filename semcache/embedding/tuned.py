@@ -1,9 +1,9 @@
 """The tuned embedder's model folder: the bundled all-MiniLM-L6-v2 with semcache's small shipped part.
 
-``tuned_minilm.safetensors`` (next to this module, about 125 KB) holds new values for the bias and
+``tuned_minilm.safetensors`` (next to this module, 128 KB) holds new values for the bias and
 LayerNorm parameters of all-MiniLM-L6-v2 (31,104 of its 22.7 million numbers), fitted by
-``training/tune_embedder.py`` on data semcache may ship weights from (its own written pairs and
-STS-B's train split). Everything else is the bundled model, unchanged: training so few numbers keeps
+``training/tune_embedder.py`` on data semcache may ship weights from (its own ``data/written`` and
+``data/pairs`` train pairs, and STS-B's train split). Everything else is the bundled model, unchanged: training so few numbers keeps
 what the model learned from its billion pairs (``training/README.md`` has the measurements).
 
 On first use the folder is derived once per machine: the bundled weights with the shipped values put
