@@ -86,10 +86,12 @@ def test_the_folder_is_derived_once_and_remade_when_damaged(tmp_path: Path) -> N
     assert set(derived) == set(bundled)
     for name, value in derived.items():  # the shipped values in, everything else untouched
         np.testing.assert_array_equal(value, shipped.get(name, bundled[name]))
+    whole = weights.read_bytes()
     with open(weights, "r+b") as f:  # a damaged copy (a disk error, a killed writer)
         f.seek(200_000)
         f.write(b"\0" * 64)
     assert tuned_model_path(tmp_path) == folder
+    assert weights.read_bytes() == whole  # made again, not just found
     np.testing.assert_array_equal(load_file(str(weights))[name], derived[name])
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
