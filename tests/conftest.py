@@ -19,7 +19,7 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from semcache import SemanticCache
-from semcache.embedding import SentenceTransformerEmbedder
+from semcache.embedding import EMBEDDER_ENV, SentenceTransformerEmbedder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -134,6 +134,18 @@ def embedder() -> SentenceTransformerEmbedder:
     model = SentenceTransformerEmbedder()
     model.embed(["warm up"])
     return model
+
+
+@pytest.fixture(scope="module")
+def xdg_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``$XDG_CACHE_HOME`` for one test module, so the model exports and derived model folders of
+    the default and tuned embedders go to a temporary folder instead of the user's ``~/.cache``
+    (one export per module), and no ``SEMCACHE_EMBEDDER`` from the caller's shell."""
+    home = tmp_path_factory.mktemp("xdg-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(home))
+        patch.delenv(EMBEDDER_ENV, raising=False)
+        yield home
 
 
 @pytest.fixture

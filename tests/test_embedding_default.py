@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -50,16 +49,6 @@ class Answer(BaseModel):
 
 def user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
-
-
-@pytest.fixture(scope="module")
-def xdg_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """``$XDG_CACHE_HOME`` for this module, and no ``SEMCACHE_EMBEDDER`` from the caller's shell."""
-    home = tmp_path_factory.mktemp("xdg-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("XDG_CACHE_HOME", str(home))
-        patch.delenv(EMBEDDER_ENV, raising=False)
-        yield home
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,36 +66,41 @@ def written_items(rng: random.Random) -> tuple[list[Item], list[Path]]:
     files = sorted((ROOT / "data" / "written").glob("*.jsonl"))
     items: list[Item] = []
     for path in files:
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for row in _jsonl(path):
-            groups.setdefault(str(row["group"]), []).append(row)
-        for group, rows in groups.items():
-            positives = {t for r in rows if r["label"] == 1 for t in (r["a"], r["b"])}
-            negatives = sorted({r["b"] for r in rows if r["label"] == 0} - positives)
-            for r in rows:
-                if r["label"] == 1:
-                    negative = rng.choice(negatives) if negatives else None
-                    items.append((r["a"], r["b"], negative, f"written/{group}"))
+        # In data/written every negative is a variant ``b`` of the group's request ``a``.
+        items += _with_negatives(_groups(_jsonl(path)).items(), rng, "written", ("b",))
     return items, files
 
 
 def pairs_items(rng: random.Random) -> tuple[list[Item], list[Path]]:
     path = ROOT / "data" / "pairs" / "pairs.jsonl"
+    groups = _groups(r for r in _jsonl(path) if r["split"] == "train")
+    return _with_negatives(sorted(groups.items()), rng, "pairs", ("a", "b")), [path]
+
+
+def _groups(rows: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = {}
-    for row in _jsonl(path):
-        if row["split"] == "train":
-            groups.setdefault(str(row["group"]), []).append(row)
+    for row in rows:
+        groups.setdefault(str(row["group"]), []).append(row)
+    return groups
+
+
+def _with_negatives(
+    groups: Iterable[tuple[str, list[dict[str, Any]]]],
+    rng: random.Random,
+    source: str,
+    sides: tuple[str, ...],
+) -> list[Item]:
+    """Each positive pair of each group with a negative drawn from the ``sides`` of the group's
+    negative pairs that no positive pair of the group uses."""
     items: list[Item] = []
-    for group, rows in sorted(groups.items()):
+    for group, rows in groups:
         positives = {t for r in rows if r["label"] == 1 for t in (r["a"], r["b"])}
-        negatives = sorted(
-            {t for r in rows if r["label"] == 0 for t in (r["a"], r["b"])} - positives
-        )
+        negatives = sorted({r[side] for r in rows if r["label"] == 0 for side in sides} - positives)
         for r in rows:
             if r["label"] == 1:
                 negative = rng.choice(negatives) if negatives else None
-                items.append((r["a"], r["b"], negative, f"pairs/{group}"))
-    return items, [path]
+                items.append((r["a"], r["b"], negative, f"{source}/{group}"))
+    return items
 
 
 def stsb_items(shared: Path) -> tuple[list[Item], list[Path]]:

@@ -47,7 +47,7 @@ from semcache.embedding.base import (
     bundled_model_path,
 )
 from semcache.embedding.onnx_export import default_cache_dir, ensure_models, source_hash
-from semcache.embedding.tuned import SHIPPED_PART, TUNED_MODEL_NAME, tuned_model_path, tuned_name
+from semcache.embedding.tuned import SHIPPED_PART, tuned_model_path, tuned_name
 from semcache.errors import EmbedderError, UsageError
 
 logger = logging.getLogger("semcache")
@@ -118,8 +118,9 @@ class OnnxEmbedder:
         if threads < 1 or batch_size < 1 or (workers is not None and workers < 1):
             raise UsageError("threads, batch_size and workers must be at least 1")
         self.quantize = quantize
-        self.tuned = tuned or part is not None
-        self._part = part
+        # The tuned model is the bundled one with a shipped part put in; None: the bundled model.
+        self._part = part if part is not None else (SHIPPED_PART if tuned else None)
+        self._name: str | None = None
         self.threads = threads
         self.batch_size = batch_size
         self.workers = workers if workers is not None else min(os.cpu_count() or 1, 4)
@@ -137,9 +138,9 @@ class OnnxEmbedder:
 
     @property
     def name(self) -> str:
-        if self._part is not None:
-            return tuned_name(self._part)
-        return TUNED_MODEL_NAME if self.tuned else DEFAULT_MODEL_NAME
+        if self._name is None:
+            self._name = DEFAULT_MODEL_NAME if self._part is None else tuned_name(self._part)
+        return self._name
 
     @property
     def dimension(self) -> int:
@@ -240,10 +241,10 @@ class OnnxEmbedder:
 
     def _bundled(self) -> Path:
         if self._model_dir is None:
-            if self.tuned:
-                self._model_dir = tuned_model_path(part=self._part or SHIPPED_PART)
-            else:
+            if self._part is None:
                 self._model_dir = Path(bundled_model_path())
+            else:
+                self._model_dir = tuned_model_path(part=self._part)
         return self._model_dir
 
     def _model_config(self) -> dict[str, Any]:

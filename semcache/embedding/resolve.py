@@ -25,8 +25,9 @@ from semcache.errors import ArgumentTypeError, UsageError
 def resolve_embedder(embedder: Embedder | str | Any | None) -> Embedder:
     """Turn the ``embedder=`` argument of ``SemanticCache`` into an ``Embedder``.
 
-    None is the bundled all-MiniLM-L6-v2, on ONNX Runtime (int8) when it is installed, else on
-    torch; ``$SEMCACHE_EMBEDDER`` overrides that choice. ``"torch"``, ``"onnx"`` (int8) and
+    None is the default for a new cache (``DEFAULT_EMBEDDER``: the bundled all-MiniLM-L6-v2), on
+    ONNX Runtime (int8) when it is installed, else on torch; ``$SEMCACHE_EMBEDDER`` overrides that
+    choice. ``"torch"``, ``"onnx"`` (int8) and
     ``"onnx-fp32"`` pick the bundled model on one runtime, ``"tuned"`` semcache's tuned copy of
     it; any other string is a sentence-transformers model name. Nothing is loaded here.
     """
