@@ -84,8 +84,12 @@ class Maintenance:
         self._last: dict[str, float] = {}
 
     def due(self, job: str) -> bool:
+        """True on a job's first call, then once per its period. The monotonic clock counts from
+        an arbitrary point (the machine's boot on Linux), so "never run" is not time zero: a
+        process started minutes after boot would otherwise wait out the rest of the period."""
         now = time.monotonic()
-        if now - self._last.get(job, 0.0) < _PERIODS[job]:
+        last = self._last.get(job)
+        if last is not None and now - last < _PERIODS[job]:
             return False
         self._last[job] = now
         return True

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from semcache import SemanticCache, UsageError
+from semcache import SemanticCache, UsageError, lifecycle
 
 
 class Answer(BaseModel):
@@ -79,3 +79,19 @@ def test_size_bound_evicts_the_least_recently_used(db_path: Path, embedder: Any)
         assert c.lookup(user("Where's my parcel"), Answer) is None  # gone from the index too
         assert c.lookup(user("How do I reset my password?"), Answer) is not None
         assert c.lookup(user("Cancel my subscription"), Answer) is not None
+
+
+def test_a_periodic_job_is_due_on_its_first_call_even_just_after_boot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The monotonic clock starts near zero at boot: a job that never ran is due at once, then
+    once per period (the tune period, 600 s, once made a cache started minutes after boot skip
+    its first calibration)."""
+    clock = [120.0]
+    monkeypatch.setattr(lifecycle.time, "monotonic", lambda: clock[0])
+    timers = lifecycle.Maintenance()
+    assert timers.due("tune") and not timers.due("tune")
+    clock[0] += 599.0
+    assert not timers.due("tune")
+    clock[0] += 1.0
+    assert timers.due("tune") and timers.due("expire") and not timers.due("expire")
