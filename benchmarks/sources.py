@@ -42,8 +42,10 @@ from pydantic import BaseModel
 
 from semcache import DEFAULT_THRESHOLD, SemanticCache
 from semcache.embedding import resolve_embedder
+from semcache.embedding.resolve import substitution_gate
+from semcache.lifecycle import default_verifier_for
 from semcache.ops import tuning
-from semcache.verifiers import RuleVerifier, default_verifier
+from semcache.verifiers import RuleVerifier
 from semcache.verifiers.agreement import ANOTHER_INSTANCE, DEFAULT_MARGIN
 from semcache.verifiers.base import Verifier
 from semcache.verifiers.rules import CHECKS, DEFAULT_CHECKS, SUBSTITUTION_BELOW
@@ -253,13 +255,17 @@ def verdict(precision: float, cosine: float) -> str:
     return f"{gap:+.3f} " + ("pays" if gap > 0.0005 else "costs" if gap < -0.0005 else "even")
 
 
-def settings() -> dict[str, Decide]:
-    rules = default_verifier()
+def settings(model_name: str) -> dict[str, Decide]:
+    """The default verifier of a cache embedding with ``model_name``, then each check alone."""
+    rules = default_verifier_for(model_name)
+    gate = substitution_gate(model_name) or SUBSTITUTION_BELOW
     out: dict[str, Decide] = {"rules (default)": _decider(rules)}
     for check in (*DEFAULT_CHECKS, *(c for c in CHECKS if c not in DEFAULT_CHECKS)):
         if check == "substitution":
-            below = f"below {SUBSTITUTION_BELOW:.2f} (the default)"
-            out[f"check: substitution {below}"] = _decider(RuleVerifier(checks=(check,)))
+            below = f"below {gate:.3f} (the default)"
+            out[f"check: substitution {below}"] = _decider(
+                RuleVerifier(checks=(check,), substitution_below=gate)
+            )
             every = RuleVerifier(checks=(check,), substitution_below=None)
             out["check: substitution on every candidate"] = _decider(every)
             continue
@@ -271,10 +277,12 @@ def _decider(verifier: Verifier) -> Decide:
     return lambda a, b, s: verifier.verify(a, b, s).accept
 
 
-def arguments(description: str, argv: Sequence[str] | None) -> tuple[argparse.Namespace, Path]:
+def arguments(
+    description: str, argv: Sequence[str] | None, threshold: float = DEFAULT_THRESHOLD
+) -> tuple[argparse.Namespace, Path]:
     """The options every sources benchmark takes, and the folder of the public sets."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    parser.add_argument("--threshold", type=float, default=threshold)
     parser.add_argument("--shared", default=None, help="folder with the public sets")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
@@ -296,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         warm, queries = banking(shared_or_none)
         all_texts += [t for t, _ in warm + queries]
     vectors = tuning.embed_texts(all_texts, embedder, cache_dir=cache_dir)
-    decisions = settings()
+    decisions = settings(embedder.name)
     t = args.threshold
     lines = [
         "# Sources: does each verifier decision pay where it was not fitted?",
@@ -321,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         base = stream(warm, queries, vectors, t, lambda *_: True)
         lines.append(_stream_row("cosine alone", base, curve))
         rules = decisions["rules (default)"]
-        verifier = default_verifier()
+        verifier = default_verifier_for(embedder.name)
 
         def vetoed(a: str, b: str, s: float) -> bool:
             return not verifier.verify(a, b, s).accept

@@ -36,7 +36,7 @@ def run_workers(
     requests: list[TicketRequest],
     workers: int,
     *,
-    threshold: float,
+    threshold: float | None,
     base_url: str | None,
     data_path: Path,
 ) -> tuple[list[Outcome], float]:

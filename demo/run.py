@@ -50,7 +50,7 @@ from demo.app import (
 )
 from demo.report import DemoReport, Outcome, format_report, summarize
 from demo.stub_provider import StubProvider
-from semcache import DEFAULT_THRESHOLD, SemanticCache, cache_hit
+from semcache import SemanticCache, cache_hit
 from semcache.storage import open_location
 from semcache.storage.location import is_postgres, redact
 
@@ -119,7 +119,7 @@ def run_demo(
     *,
     limit: int | None = None,
     latency_s: float = DEFAULT_LATENCY_S,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = None,
     fresh: bool = True,
     progress: bool = True,
     data_path: Path = DATA_PATH,
@@ -131,7 +131,8 @@ def run_demo(
     ``db_path`` is a cache file or a ``postgresql://`` URL; ``workers`` > 1 runs the stream
     through that many processes sharing the cache. Also writes the report as JSON (next to a
     cache file, or to ``.semcache-demo/report.json`` for a database; ``report_path`` overrides),
-    for tests and for comparing runs.
+    for tests and for comparing runs. ``threshold=None`` is the cache's default: its embedding
+    model's.
     """
     requests = load_stream(data_path)[:limit]
     use_openai = bool(os.environ.get("OPENAI_API_KEY"))
@@ -159,6 +160,7 @@ def run_demo(
             )  # fmt: skip
         with SemanticCache(store, threshold=threshold) as totals:  # no model loads for this
             stats = totals.stats()
+            served_at = totals.threshold
     else:
         cache = SemanticCache(store, threshold=threshold)
         try:
@@ -176,6 +178,7 @@ def run_demo(
                         bar.set_postfix(_postfix(outcomes), refresh=False)
                 wall_time_s = time.perf_counter() - started
             stats = cache.stats()
+            served_at = cache.threshold
         finally:
             cache.close()
 
@@ -183,7 +186,7 @@ def run_demo(
         outcomes,
         mode="openai" if use_openai else "stub",
         model=MODEL,
-        threshold=threshold,
+        threshold=served_at,
         wall_time_s=wall_time_s,
         server_calls=None if stub is None else stub.calls,
         cache_stats=dataclasses.asdict(stats),
@@ -239,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threshold",
         type=float,
-        default=DEFAULT_THRESHOLD,
-        help="cosine similarity needed for a semantic hit",
+        default=None,
+        help="cosine similarity needed for a semantic hit (default: the embedding model's)",
     )
     fresh = parser.add_mutually_exclusive_group()
     fresh.add_argument(

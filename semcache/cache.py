@@ -61,8 +61,11 @@ class SemanticCache:
     fleet").
 
     ``threshold`` is a cosine similarity in [-1, 1]: a semantic hit needs
-    ``similarity >= threshold``. ``embedder`` is None for the bundled offline all-MiniLM-L6-v2, a
-    sentence-transformers model name, a ``SentenceTransformer`` or any ``Embedder``. ``verifier``
+    ``similarity >= threshold``; None is the embedding model's default (0.911 for the tuned model,
+    0.87 for the bundled one and any other). ``embedder`` is None for the default, semcache's tuned
+    copy of the bundled offline all-MiniLM-L6-v2 (an existing file keeps the model it was made
+    with), ``"bundled"`` for the bundled model as shipped, a sentence-transformers model name, a
+    ``SentenceTransformer`` or any ``Embedder``. ``verifier``
     vetoes candidates whose texts differ in meaning (None: no verification). ``namespace``
     separates tenants sharing a file. ``text_fn(messages, context)`` picks the text to embed.
     ``ttl`` (seconds) is the default lifetime of an entry; ``max_entries`` bounds the file, evicting
@@ -91,7 +94,7 @@ class SemanticCache:
         self,
         path: Location,
         *,
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: float | None = None,
         embedder: Embedder | str | Any | None = None,
         verifier: Verifier | None = DEFAULT_VERIFIER,
         namespace: str = DEFAULT_NAMESPACE,
@@ -137,8 +140,9 @@ class SemanticCache:
 
     @property
     def threshold(self) -> float:
-        """The constructor's threshold (persisted ones take precedence; see ``set_threshold``)."""
-        return self.settings.threshold
+        """The constructor's threshold, else the embedding model's default (persisted ones take
+        precedence; see ``set_threshold``)."""
+        return self.pipeline.threshold
 
     @property
     def namespace(self) -> str:

@@ -50,12 +50,19 @@ def check_max_entries(max_entries: int | None) -> int | None:
     return max_entries
 
 
-def resolve_verifier(verifier: Any, default_marker: Any) -> Verifier:
-    """The ``verifier=`` argument: the built-in default, None for no verification, or a Verifier."""
-    if verifier is default_marker:
-        from semcache.verifiers import default_verifier
+def default_verifier_for(model_name: str) -> Verifier:
+    """The built-in verifier for a cache embedding with ``model_name``: the rules, their
+    substitution check gated on that model's scale (``embedding.resolve.substitution_gate``)."""
+    from semcache.embedding.resolve import substitution_gate
+    from semcache.verifiers import default_verifier
 
-        return default_verifier()
+    gate = substitution_gate(model_name)
+    return default_verifier() if gate is None else default_verifier(substitution_below=gate)
+
+
+def resolve_verifier(verifier: Any) -> Verifier:
+    """The ``verifier=`` argument other than the built-in default: None for no verification, or
+    a Verifier (the default depends on the embedding model: ``default_verifier_for``)."""
     if verifier is None:
         return AcceptAll()
     if not isinstance(verifier, Verifier):

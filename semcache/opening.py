@@ -44,7 +44,8 @@ def open_pipeline(
     """The pipeline of a cache at ``path``, its store open (``Pipeline.store``); ``embedder`` and
     ``verifier`` as ``SemanticCache`` takes them. Why the cache is disabled, if it is, is
     ``Pipeline.disabled``."""
-    verifier_ = lifecycle.resolve_verifier(verifier, DEFAULT_VERIFIER)
+    # Checked before the store opens; the default waits for the model (its gate is the model's).
+    chosen = None if verifier is DEFAULT_VERIFIER else lifecycle.resolve_verifier(verifier)
     disabled: str | None = None  # why the cache is off (fail_open on a broken file)
     try:
         store: Store = open_location(path, busy_timeout=busy_timeout, search=settings.search)
@@ -62,6 +63,7 @@ def open_pipeline(
             embedder = for_recorded(store.settings().get("embedder_name"))
         embedder_ = resolve_embedder(embedder)
         store.check_settings({"embedder_name": embedder_.name})
+        verifier_ = lifecycle.default_verifier_for(embedder_.name) if chosen is None else chosen
         return Pipeline(
             store, embedder_, verifier_, settings,
             shadow=Shadow(store, shadow_rate, shadow_target), events=EventBus(),

@@ -18,6 +18,7 @@ write path.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,7 @@ from pydantic import BaseModel
 
 from semcache import calibration, lifecycle
 from semcache.embedding.base import Embedder
+from semcache.embedding.resolve import default_threshold
 from semcache.errors import StoreUnavailableError, UncacheableRequestError, UsageError
 from semcache.events import (
     ErrorEvent,
@@ -90,7 +92,12 @@ class Pipeline:
     ) -> None:
         self.store = store
         self.embedder = embedder
-        self.settings = settings
+        # The threshold lookups fall back to when none is persisted: the caller's, else the
+        # embedding model's own default (each model puts a pair at its own similarity).
+        self.threshold: float = (
+            default_threshold(embedder.name) if settings.threshold is None else settings.threshold
+        )
+        self.settings = dataclasses.replace(settings, threshold=self.threshold)
         self.shadow = shadow
         self.events = events if events is not None else EventBus()
         self.disabled = disabled  # why the cache is off (fail_open on a broken file)
@@ -102,7 +109,9 @@ class Pipeline:
             self._searcher = store
         self.ledger = Ledger(store)
         self.scopes = Scopes(store, settings.index_vectors)  # the derived FAISS index
-        self.upkeep = Upkeep(store, self.ledger, self.scopes, settings, self._evicted)
+        self.upkeep = Upkeep(
+            store, self.ledger, self.scopes, settings, self._evicted, threshold=self.threshold
+        )
         self.semantic = SemanticTier(
             store, verifier, settings, ledger=self.ledger, scopes=self.scopes,
             near_misses=self.upkeep.near_misses, events=self.events,

@@ -4,6 +4,9 @@
 pipeline, the semantic tier and upkeep read them. They live apart from both so that each argument
 is checked once, beside the field that holds it, and so that everything under the facade can read
 them (and their defaults: the command line shows ``DEFAULT_THRESHOLD``) without importing it.
+
+``threshold=None`` (the default) means the embedding model's own default threshold
+(``semcache.embedding.resolve.default_threshold``): the pipeline settles it once the model is known.
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ import dataclasses
 from dataclasses import dataclass
 
 from semcache import calibration, labels, lifecycle
+from semcache.embedding.resolve import default_model_name, default_threshold
 from semcache.errors import UsageError
 from semcache.index.stages import VECTOR_KINDS, VectorKind
 from semcache.keys import TextFn
-from semcache.storage.base import SEARCHES, Search
+from semcache.storage.base import SEARCHES, Search, Store
 from semcache.verifiers.agreement import DEFAULT_MARGIN
 
-DEFAULT_THRESHOLD = 0.87
+# The threshold of a new cache made with every default (the default embedder's own).
+DEFAULT_THRESHOLD = default_threshold(default_model_name())
 DEFAULT_NAMESPACE = "default"
 DEFAULT_NEAR_MISS_BAND = labels.DEFAULT_BAND  # why this much: semcache.labels
 
@@ -27,7 +32,7 @@ DEFAULT_NEAR_MISS_BAND = labels.DEFAULT_BAND  # why this much: semcache.labels
 class Settings:
     """A cache's constructor arguments that shape lookups and stores (see ``checked``)."""
 
-    threshold: float = DEFAULT_THRESHOLD
+    threshold: float | None = None  # None: the embedding model's default threshold
     namespace: str = DEFAULT_NAMESPACE
     text_fn: TextFn | None = None
     ttl: float | None = None
@@ -42,6 +47,14 @@ class Settings:
     near_miss_band: float | None = DEFAULT_NEAR_MISS_BAND  # None: take no near-miss labels
     auto_tune: bool = False
     target_precision: float = calibration.DEFAULT_TARGET
+
+
+def recorded_threshold(store: Store) -> float:
+    """The default threshold of the caches on ``store``, for tools that read it without a cache
+    (``semcache query``, ``semcache tune --from-traffic``): the default of the embedding model its
+    settings record, else, when nothing is embedded yet, of the default model."""
+    name = store.settings().get("embedder_name")
+    return default_threshold(default_model_name() if name is None else name)
 
 
 def checked(settings: Settings) -> Settings:
@@ -62,9 +75,10 @@ def checked(settings: Settings) -> Settings:
         )
     if not isinstance(settings.namespace, str) or not settings.namespace:
         raise UsageError("namespace must be a non-empty string")
+    threshold = settings.threshold
     return dataclasses.replace(
         settings,
-        threshold=lifecycle.check_threshold(settings.threshold),
+        threshold=None if threshold is None else lifecycle.check_threshold(threshold),
         ttl=lifecycle.check_ttl(settings.ttl),
         max_entries=lifecycle.check_max_entries(settings.max_entries),
     )

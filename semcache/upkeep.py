@@ -36,9 +36,6 @@ class Knobs(Protocol):
     """The settings upkeep reads (``semcache.settings.Settings`` has them)."""
 
     @property
-    def threshold(self) -> float: ...
-
-    @property
     def audit(self) -> bool: ...
 
     @property
@@ -65,8 +62,11 @@ class Upkeep:
         scopes: Scopes,
         settings: Knobs,
         evicted: Callable[[list[tuple[int, str]], str], None],
+        *,
+        threshold: float,
     ) -> None:
         self.store, self.ledger, self.scopes, self.settings = store, ledger, scopes, settings
+        self.threshold = threshold  # the cache's own, when none is persisted
         self._evicted = evicted
         self.thresholds: dict[str, float] = store.thresholds()  # persisted, refreshed in run()
         self.near_misses = NearMisses()
@@ -91,7 +91,7 @@ class Upkeep:
         for target in (f"scope:{scope}", f"schema:{schema}" if schema else "", "default"):
             if target in self.thresholds:
                 return self.thresholds[target]
-        return self.settings.threshold
+        return self.threshold
 
     def refresh(self) -> None:
         self.thresholds = self.store.thresholds()

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from semcache import DEFAULT_THRESHOLD, SemanticCache, SemcacheError, UsageError
+from semcache import SemanticCache, SemcacheError, UsageError
+from semcache.embedding.resolve import BUNDLED_THRESHOLD
 from semcache.integrations.instructor_cache import SQLiteCache
 from semcache.ops import admin
 from semcache.ops.admin import EntryFilter
@@ -200,7 +201,8 @@ def test_nearest_applies_persisted_thresholds(filled: SemanticCache, embedder: A
     text = "Please cancel my subscription"
     plain = EntryFilter(namespace="default", schema_name="Ticket")
     best = admin.nearest(filled.db, embedder, text, flt=plain, k=1)[0]
-    assert (best.threshold, best.verdict) == (DEFAULT_THRESHOLD, "hit")
+    # Nothing persisted: the default of the model the file records (the bundled one here).
+    assert (best.threshold, best.verdict) == (BUNDLED_THRESHOLD, "hit")
     with filled.db.transaction() as conn:
         conn.execute("INSERT INTO thresholds VALUES ('schema:Ticket', 0.5, 'test', 1.0)")
         scope_target = f"scope:{best.scope}"

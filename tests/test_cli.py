@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-from semcache import DEFAULT_THRESHOLD, SemanticCache
+from semcache import SemanticCache
 from semcache.cli import main
+from semcache.embedding.resolve import BUNDLED_THRESHOLD, TUNED_THRESHOLD
 from semcache.integrations.instructor_cache import SQLiteCache
 
 from .corpus import MODEL, Ticket, msgs, open_copy
@@ -166,8 +167,8 @@ def test_query_shows_similarity_and_verdict(db: str) -> None:
     assert "searched 4 scope(s), threshold 0.85" in table and " hit " in table
     strict = as_json("query", db, text, "--threshold", "0.999")
     assert {r["verdict"] for r in strict["results"]} == {"miss"}
-    default = as_json("query", db, text)  # no --threshold: the cache's default, 0.9
-    assert default["threshold"] is None and default["results"][0]["threshold"] == DEFAULT_THRESHOLD
+    default = as_json("query", db, text)  # no --threshold: the default of the file's model
+    assert default["threshold"] is None and default["results"][0]["threshold"] == BUNDLED_THRESHOLD
 
 
 def test_export_then_import(db: str, tmp_path: Path) -> None:
@@ -285,11 +286,9 @@ def test_lookups_still_work_after_cli_maintenance(db: str, embedder: Any) -> Non
         assert hit is not None and hit.tier == "semantic"
 
 
-def test_query_help_states_the_default_threshold() -> None:
-    from semcache import DEFAULT_THRESHOLD
-
+def test_query_help_states_the_default_thresholds() -> None:
     result = CliRunner().invoke(main, ["query", "--help"])
     assert result.exit_code == 0
     text = " ".join(result.output.split())
-    assert f"or {DEFAULT_THRESHOLD}." in text and f"else {DEFAULT_THRESHOLD})" in text
-    assert "0.9." not in text and "else 0.9)" not in text
+    assert f"({TUNED_THRESHOLD} tuned, {BUNDLED_THRESHOLD} bundled)." in text
+    assert f"{TUNED_THRESHOLD} for the tuned model, {BUNDLED_THRESHOLD} for the bundled" in text

@@ -1,5 +1,6 @@
-"""The default embedder: ONNX int8 when it is installed, torch otherwise or on request, and a torch
-fallback when the ONNX model cannot be made or loaded, so a cache never breaks because of it.
+"""The default embedders, bundled and tuned: ONNX int8 when it is installed, torch otherwise or on
+request, and a torch fallback when the ONNX model cannot be made or loaded, so a cache never breaks
+because of it. (The tuned model's own folder is ``test_embedding_tuned``'s.)
 
 The default exports into ``$XDG_CACHE_HOME``, pointed at a temporary folder for this module (one
 export, about 8 s on 2 cores) instead of the user's ``~/.cache``.
@@ -23,7 +24,7 @@ import onnxruntime  # noqa: F401
 import pytest
 from pydantic import BaseModel
 
-from semcache import SemanticCache
+from semcache import DEFAULT_THRESHOLD, SemanticCache
 from semcache.embedding import (
     DEFAULT_MODEL_NAME,
     EMBEDDER_ENV,
@@ -32,6 +33,8 @@ from semcache.embedding import (
 )
 from semcache.embedding.onnx_export import file_name
 from semcache.embedding.onnx_runtime import OnnxEmbedder
+from semcache.embedding.resolve import BUNDLED_THRESHOLD, TUNED_THRESHOLD, default_threshold
+from semcache.embedding.tuned import TUNED_MODEL_NAME
 from semcache.errors import EmbedderError, UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,11 +64,19 @@ def broken_cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.mark.usefixtures("xdg_cache")
-def test_the_default_is_onnx_int8_under_torchs_name() -> None:
+def test_the_default_is_the_tuned_model_on_onnx_int8() -> None:
     model = resolve_embedder(None)
+    assert isinstance(model, OnnxEmbedder) and model.quantize and model.name == TUNED_MODEL_NAME
+    assert DEFAULT_THRESHOLD == TUNED_THRESHOLD == default_threshold(model.name)
+
+
+@pytest.mark.usefixtures("xdg_cache")
+def test_bundled_is_onnx_int8_under_torchs_name() -> None:
+    model = resolve_embedder("bundled")
     assert isinstance(model, OnnxEmbedder) and model.quantize
     # The same name is what lets a file written by either be read by the other.
     assert model.name == SentenceTransformerEmbedder().name == DEFAULT_MODEL_NAME
+    assert default_threshold(model.name) == BUNDLED_THRESHOLD
 
 
 @pytest.mark.usefixtures("xdg_cache")
@@ -73,6 +84,7 @@ def test_the_default_is_onnx_int8_under_torchs_name() -> None:
     ("choice", "kind", "quantize"),
     [
         ("torch", SentenceTransformerEmbedder, None),
+        ("bundled", OnnxEmbedder, True),
         ("onnx", OnnxEmbedder, True),
         ("onnx-fp32", OnnxEmbedder, False),
         (" ONNX-FP32 ", OnnxEmbedder, False),
@@ -103,7 +115,9 @@ def test_an_unknown_environment_value_is_a_usage_error(monkeypatch: pytest.Monke
 @pytest.mark.usefixtures("xdg_cache")
 def test_without_onnxruntime_the_default_is_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what an import sees when not installed
-    assert type(resolve_embedder(None)) is SentenceTransformerEmbedder
+    for choice, name in ((None, TUNED_MODEL_NAME), ("bundled", DEFAULT_MODEL_NAME)):
+        model = resolve_embedder(choice)
+        assert type(model) is SentenceTransformerEmbedder and model.name == name
 
 
 def test_a_new_cache_loads_no_model(xdg_cache: Path, tmp_path: Path) -> None:
@@ -155,7 +169,7 @@ def test_an_unwritable_cache_folder_falls_back_to_torch(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="semcache"):
-        model = resolve_embedder(None)
+        model = resolve_embedder("bundled")
         assert isinstance(model, OnnxEmbedder)
         results: list[np.ndarray] = []
         threads = [
@@ -170,7 +184,8 @@ def test_an_unwritable_cache_folder_falls_back_to_torch(
             np.testing.assert_allclose(vectors, embedder.embed(TEXTS), atol=1e-6)
         assert model.fits("word " * 200) and not model.fits("word " * 300)
         assert model.load() == {} and not model.quantized
-        with SemanticCache(tmp_path / "cache.db") as cache:  # a whole cache on the fallback
+        # A whole cache on the fallback.
+        with SemanticCache(tmp_path / "cache.db", embedder="bundled") as cache:
             cache.store(user("How do I reset my password?"), Answer, Answer(text="reset"))
             near = cache.lookup(user("How can I reset my password?"), Answer)
             assert near is not None and near.tier == "semantic"
@@ -200,7 +215,7 @@ def test_a_model_file_onnxruntime_cannot_load_falls_back_to_torch(
     """What a future exporter writing a graph this onnxruntime cannot run would look like: files
     whose checksums are right (so they are not made again) but that are not ONNX."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    model = resolve_embedder(None)
+    model = resolve_embedder("bundled")
     assert isinstance(model, OnnxEmbedder)
     model.folder.mkdir(parents=True)
     for kind in ("fp32", "int8"):

@@ -21,7 +21,14 @@ from semcache.embedding import DEFAULT_MODEL_NAME, EMBEDDER_ENV, SentenceTransfo
 from semcache.embedding import resolve as resolve_module
 from semcache.embedding.base import bundled_model_path
 from semcache.embedding.onnx_runtime import OnnxEmbedder
-from semcache.embedding.resolve import for_recorded, resolve_embedder
+from semcache.embedding.resolve import (
+    BUNDLED_THRESHOLD,
+    TUNED_SUBSTITUTION_BELOW,
+    TUNED_THRESHOLD,
+    default_threshold,
+    for_recorded,
+    resolve_embedder,
+)
 from semcache.embedding.tuned import (
     SHIPPED_PART,
     SHIPPED_SHA256,
@@ -30,6 +37,9 @@ from semcache.embedding.tuned import (
     tuned_name,
 )
 from semcache.errors import ConfigMismatchError, EmbedderError
+from semcache.ops import admin, traffic
+from semcache.verifiers import RuleVerifier
+from semcache.verifiers.rules import SUBSTITUTION_BELOW
 
 TEXTS = [
     "Where is my parcel?",
@@ -123,11 +133,15 @@ def test_a_cache_keeps_the_model_it_was_made_with(
         for db, name in ((old, DEFAULT_MODEL_NAME), (new, TUNED_MODEL_NAME)):
             with SemanticCache(db) as cache:
                 assert cache.embedder.name == name
+                assert cache.threshold == (
+                    TUNED_THRESHOLD if name == TUNED_MODEL_NAME else BUNDLED_THRESHOLD
+                )
                 near = cache.lookup(user("How can I reset my password?"), Answer)
                 assert near is not None and near.tier == "semantic"
         with SemanticCache(tmp_path / f"fresh-{default}.db") as cache:
             expected = TUNED_MODEL_NAME if default == "tuned" else DEFAULT_MODEL_NAME
             assert cache.embedder.name == expected
+            assert cache.threshold == default_threshold(expected)
     assert for_recorded(None) is None and for_recorded("some/model") == "some/model"
     # Asked for explicitly, another model is still refused, as before.
     with pytest.raises(ConfigMismatchError, match="created with embedder_name"):
@@ -149,3 +163,49 @@ def test_an_unwritable_cache_folder_derives_in_the_temporary_folder(
         folder = tuned_model_path()
     assert folder.parent.parent == tmp_path / "tmp" and (folder / "model.safetensors").exists()
     assert "deriving the tuned model in" in caplog.text
+
+
+def test_the_default_threshold_is_the_models_own(
+    tuned_onnx: OnnxEmbedder, tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    """Two models put a pair at different similarities: without ``threshold=`` a cache serves at
+    its model's default, and so do the tools that read a file without a cache."""
+    stored, near = "How do I reset my password?", "Can you help me reset my password?"
+    a, b = tuned_onnx.embed([stored, near])
+    assert BUNDLED_THRESHOLD < float(a @ b) < TUNED_THRESHOLD  # the pair this test needs
+    tuned_db, bundled_db = tmp_path / "tuned.db", tmp_path / "bundled.db"
+    with SemanticCache(tuned_db, embedder=tuned_onnx, verifier=None) as cache:
+        assert cache.threshold == cache.settings.threshold == TUNED_THRESHOLD
+        cache.store(user(stored), Answer, Answer(text="reset"))
+        assert cache.lookup(user(near), Answer) is None
+        assert set(traffic.current_thresholds(cache.db).values()) == {TUNED_THRESHOLD}
+        (found,) = admin.nearest(cache.db, tuned_onnx, near, k=1)
+        assert (found.threshold, found.verdict) == (TUNED_THRESHOLD, "miss")
+    # Given explicitly, a threshold wins over the model's.
+    with SemanticCache(tuned_db, verifier=None, threshold=BUNDLED_THRESHOLD) as cache:
+        hit = cache.lookup(user(near), Answer)
+        assert hit is not None and hit.tier == "semantic" and cache.threshold == BUNDLED_THRESHOLD
+    with SemanticCache(bundled_db, embedder=embedder) as cache:
+        assert cache.threshold == BUNDLED_THRESHOLD
+        cache.store(user(stored), Answer, Answer(text="reset"))
+        assert set(traffic.current_thresholds(cache.db).values()) == {BUNDLED_THRESHOLD}
+
+
+def test_the_default_verifier_gates_substitutions_on_the_models_scale(
+    tuned_onnx: OnnxEmbedder, tmp_path: Path
+) -> None:
+    """The rules check one-word substitutions only below a similarity; the tuned model scores
+    pairs higher, so its gate is higher too: "tablet" for "e-reader" at about 0.92 is refused."""
+    stored = "The tablet from order A-12388 is stuck on the logo screen and keeps restarting."
+    asked = "The e-reader from order A-12388 is stuck on the logo screen and keeps restarting."
+    a, b = tuned_onnx.embed([stored, asked])
+    assert SUBSTITUTION_BELOW < float(a @ b) < TUNED_SUBSTITUTION_BELOW  # the pair this needs
+    with SemanticCache(tmp_path / "cache.db", embedder=tuned_onnx) as cache:
+        assert isinstance(cache.verifier, RuleVerifier)
+        assert cache.verifier.substitution_below == TUNED_SUBSTITUTION_BELOW
+        cache.store(user(stored), Answer, Answer(text="tablet"))
+        assert cache.lookup(user(asked), Answer) is None
+    # The bundled model's gate would have served it.
+    with SemanticCache(tmp_path / "cache.db", embedder=tuned_onnx, verifier=RuleVerifier()) as c:
+        hit = c.lookup(user(asked), Answer)
+        assert hit is not None and hit.value.text == "tablet"

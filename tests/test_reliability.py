@@ -24,9 +24,11 @@ from semcache import SemanticCache, StoreError, cache_hit
 from .conftest import FakeProvider, openai_client
 
 REPO = Path(__file__).resolve().parents[1]
-# One torch thread per child: several processes share two cores.
+# One torch thread per child: several processes share two cores. The children embed with the
+# bundled model, as the session's ``embedder`` fixture that reads their files here does.
 ENV = {
     "HF_HUB_OFFLINE": "1",
+    "SEMCACHE_EMBEDDER": "bundled",
     "PATH": "/usr/bin:/bin",
     "PYTHONPATH": str(REPO),
     "OMP_NUM_THREADS": "1",

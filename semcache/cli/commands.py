@@ -33,11 +33,11 @@ from semcache.cli.harness import (
 )
 from semcache.cli.output import change_row, emit, iso, output_options, short_ids
 from semcache.cli.tune import tune
+from semcache.embedding.resolve import BUNDLED_THRESHOLD, TUNED_THRESHOLD
 from semcache.errors import UsageError
 from semcache.ops import admin, audit_log
 from semcache.ops.check import check as check_file
 from semcache.ops.entry_filter import EntryFilter
-from semcache.settings import DEFAULT_THRESHOLD
 
 
 @click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -140,7 +140,10 @@ def show(db: str, entry_id: int, fmt: str) -> None:
 @click.option(
     "--threshold",
     type=float,
-    help=f"Default: the persisted one per scope, or {DEFAULT_THRESHOLD}.",
+    help=(
+        "Default: the persisted one per scope, else the default of DB's embedding model "
+        f"({TUNED_THRESHOLD} tuned, {BUNDLED_THRESHOLD} bundled)."
+    ),
 )
 @click.option("--embedder", help="Embedding model; default: the one DB was created with.")
 @output_options
@@ -156,8 +159,9 @@ def query(
     """The entries nearest to TEXT, with cosine similarity and the hit/miss verdict.
 
     Loads the embedding model. The verdict compares the similarity with the threshold the cache
-    would apply to that scope (persisted per scope or schema, else 0.87) unless --threshold is
-    given; a served hit also needs the stored answer to validate against the response model.
+    would apply to that scope (persisted per scope or schema, else the default of the embedding
+    model DB was made with: 0.911 for the tuned model, 0.87 for the bundled one) unless
+    --threshold is given; a served hit also needs the stored answer to validate against the response model.
 
     Example: semcache query cache.db "where is my parcel" --schema Ticket --threshold 0.9
     """

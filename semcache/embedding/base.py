@@ -20,16 +20,19 @@ DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 MAX_CHARS_TO_TOKENIZE = 100_000
 
 # Overrides the default embedder (``embedder=None``) for every cache in the process, without code
-# changes: ``torch``, ``onnx`` (int8) or ``onnx-fp32`` run the bundled model on one runtime;
-# ``tuned`` runs semcache's tuned copy of it (``semcache.embedding.tuned``). ``embedder=`` accepts
-# the same names.
+# changes: ``tuned`` (semcache's tuned copy of the bundled model, ``semcache.embedding.tuned``) or
+# ``bundled`` (all-MiniLM-L6-v2 as shipped), each on ONNX int8 with torch as the fallback; ``torch``,
+# ``onnx`` (int8) or ``onnx-fp32`` run the bundled model on one runtime. ``embedder=`` accepts the
+# same names.
 EMBEDDER_ENV = "SEMCACHE_EMBEDDER"
 
-# What a new cache embeds with when ``embedder=None``: ``"bundled"`` (all-MiniLM-L6-v2 as shipped)
-# or ``"tuned"`` (semcache's tuned copy of it, ``semcache.embedding.tuned``). A cache that exists
-# keeps the model its settings record (``resolve.for_recorded``).
-DEFAULT_EMBEDDER = "bundled"
-BUILTIN_EMBEDDERS = ("torch", "onnx", "onnx-fp32", "tuned")
+# What a new cache embeds with when ``embedder=None``: ``"tuned"`` (semcache's tuned copy of the
+# bundled model, ``semcache.embedding.tuned``: at equal recall, more precise than the bundled model
+# on the sources it was not trained on; README "Choosing a threshold") or ``"bundled"`` (all-MiniLM-L6-v2 as shipped,
+# the default before). A cache that exists keeps the model its settings record
+# (``resolve.for_recorded``), so files made by the bundled default still open with it.
+DEFAULT_EMBEDDER = "tuned"
+BUILTIN_EMBEDDERS = ("tuned", "bundled", "torch", "onnx", "onnx-fp32")
 
 
 @runtime_checkable

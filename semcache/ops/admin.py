@@ -28,7 +28,7 @@ from semcache.errors import EntryNotFoundError, UsageError
 from semcache.keys import schema_fingerprint
 from semcache.ops.entry_filter import EntryFilter as EntryFilter
 from semcache.ops.entry_filter import parse_duration as parse_duration
-from semcache.settings import DEFAULT_THRESHOLD
+from semcache.settings import recorded_threshold
 from semcache.storage.base import Rows
 from semcache.storage.instructor_table import instructor_cache_stats
 
@@ -246,11 +246,13 @@ def nearest(
     Each scope is searched in its own index, as the cache does; across scopes this only shows
     how close the text comes, since a real request is looked up in exactly one scope. Without
     ``threshold`` each verdict uses the threshold the cache would apply: the one persisted for
-    the scope, else for the schema, else for the file, else ``DEFAULT_THRESHOLD``.
+    the scope, else for the schema, else for the file, else the default of the embedding model the
+    file records.
     """
     from semcache.index.vector_index import VectorIndex
 
     persisted = store.thresholds()
+    fallback = recorded_threshold(store)
 
     def cutoff(scope: str, schema_name: str) -> float:
         if threshold is not None:
@@ -258,7 +260,7 @@ def nearest(
         for target in (f"scope:{scope}", f"schema:{schema_name}", "default"):
             if target in persisted:
                 return persisted[target]
-        return DEFAULT_THRESHOLD
+        return fallback
 
     info = {s["scope"]: s for s in scopes(store, flt)}
     fits = embedder.fits(text)

@@ -84,7 +84,7 @@ def export(
         store = source
     else:
         source.pipeline.flush()  # buffered hit counts belong in the export
-        threshold = source.pipeline.settings.threshold
+        threshold = source.pipeline.threshold
         store = source.db
     target = Path(folder)
     is_export = (target / "manifest.json").is_file()

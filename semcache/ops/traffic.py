@@ -7,8 +7,9 @@ thresholds, and says what calibration would set; ``apply=True`` writes it, logge
 evidence, exactly as ``SemanticCache(auto_tune=True)`` would.
 
 A file does not know the threshold its caches were constructed with: a scope's current threshold
-is the one persisted for it (scope, then its response model, then the file), else
-``DEFAULT_THRESHOLD``, as ``semcache query`` assumes.
+is the one persisted for it (scope, then its response model, then the file), else the default of
+the embedding model the file records (``settings.recorded_threshold``), as ``semcache query``
+assumes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from semcache import calibration
 from semcache.calibration import Calibration, CurvePoint
-from semcache.settings import DEFAULT_THRESHOLD
+from semcache.settings import recorded_threshold
 from semcache.storage.base import Rows
 from semcache.types import Label
 
@@ -34,8 +35,11 @@ class ScopeReport:
     grid: tuple[CurvePoint, ...]
 
 
-def current_thresholds(store: Rows, default: float = DEFAULT_THRESHOLD) -> dict[str, float]:
-    """The threshold each scope of the file is served at, by the precedence lookups apply."""
+def current_thresholds(store: Rows, default: float | None = None) -> dict[str, float]:
+    """The threshold each scope of the file is served at, by the precedence lookups apply;
+    ``default`` is the caches' own (None: their model's default)."""
+    if default is None:
+        default = recorded_threshold(store)
     persisted = store.thresholds()
     with store.reading() as conn:
         rows = conn.execute("SELECT DISTINCT scope, schema_name FROM entries").fetchall()
@@ -56,9 +60,12 @@ def from_traffic(
     target: float = calibration.DEFAULT_TARGET,
     confidence: float = calibration.DEFAULT_CONFIDENCE,
     apply: bool = False,
-    default: float = DEFAULT_THRESHOLD,
+    default: float | None = None,
 ) -> list[ScopeReport]:
-    """Every scope with labels: its curve and calibration's decision; ``apply`` persists it."""
+    """Every scope with labels: its curve and calibration's decision; ``apply`` persists it.
+    ``default`` is the threshold the caches were made with (None: their model's default)."""
+    if default is None:
+        default = recorded_threshold(store)
     current = current_thresholds(store, default)
     persisted = store.thresholds()
 

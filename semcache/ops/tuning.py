@@ -322,9 +322,11 @@ def sweep_file(
     ``SemanticCache`` uses, so the numbers are the cache's; None measures cosine alone.
     """
     if verifier == "default":
-        from semcache.verifiers import default_verifier
+        from semcache.embedding.resolve import resolve_embedder
+        from semcache.lifecycle import default_verifier_for
 
-        verifier = default_verifier()
+        embedder = resolve_embedder(embedder)
+        verifier = default_verifier_for(embedder.name)
     rows = score_pairs(load_pairs(path, split=split), embedder, verifier)
     points = sweep(rows, thresholds, verified=verifier is not None, confidence=confidence)
     return [p.as_dict() for p in points]

@@ -17,7 +17,7 @@ from __future__ import annotations
 from semcache.verifiers.base import ACCEPT, AcceptAll, Chain, Verdict, Verifier
 from semcache.verifiers.crossencoder import CrossEncoderVerifier
 from semcache.verifiers.learned import LearnedVerifier
-from semcache.verifiers.rules import CHECKS, DEFAULT_CHECKS, RuleVerifier
+from semcache.verifiers.rules import CHECKS, DEFAULT_CHECKS, SUBSTITUTION_BELOW, RuleVerifier
 
 __all__ = [
     "ACCEPT",
@@ -34,8 +34,10 @@ __all__ = [
 ]
 
 
-def default_verifier() -> Verifier:
-    """The verifier a new ``SemanticCache`` uses by default: the rule checks in ``DEFAULT_CHECKS``.
+def default_verifier(*, substitution_below: float = SUBSTITUTION_BELOW) -> Verifier:
+    """The verifier a new ``SemanticCache`` uses by default: the rule checks in ``DEFAULT_CHECKS``,
+    the substitution check gated at ``substitution_below`` (the bundled model's gate by default;
+    a cache passes its model's, ``semcache.lifecycle.default_verifier_for``).
 
     The rules were written from the failure kinds in ``data/pairs`` and the public sets' train
     splits, and are scored on held-out splits in ``benchmarks/results/quality.md``. The learned
@@ -44,4 +46,4 @@ def default_verifier() -> Verifier:
     demo's request stream it prevents no wrong hit. Its use is a lower threshold for requests
     like ours: with it, data/pairs test keeps precision 0.993 down to threshold 0.80.
     """
-    return RuleVerifier()
+    return RuleVerifier(substitution_below=substitution_below)
