@@ -18,7 +18,7 @@ Compared, per 500 requests and over the last 1,000:
 The replay has no provider latency, so its bookkeeping (flushed once a second of wall time) would
 run about once per 500 requests instead of once per request as behind a real provider; the replay
 sets ``ledger.FLUSH_SECONDS = 0`` to match real traffic. Vectors are computed once per text with
-the default embedder and served from memory (the same vectors the cache would compute).
+the bundled model and served from memory (the same vectors the cache would compute).
 
 Latency: the near-miss labelling's cost in the calling thread on the miss path, timed around the
 code it adds (choosing the candidate and remembering it during the lookup; queueing the label when
@@ -51,8 +51,9 @@ import numpy as np
 from machine import describe
 from sources import Intent, _classify, banking
 
-from semcache import DEFAULT_THRESHOLD, SemanticCache, labels, semantic
+from semcache import SemanticCache, labels, semantic
 from semcache.embedding import resolve_embedder
+from semcache.embedding.resolve import BUNDLED_THRESHOLD
 from semcache.ops import tuning
 from semcache.storage import ledger
 
@@ -71,7 +72,7 @@ SEED = 15
 
 
 class Precomputed:
-    """The default embedder's vectors, computed once per text for the whole benchmark."""
+    """The bundled model's vectors, computed once per text for the whole benchmark."""
 
     def __init__(self, embedder: Any, vectors: dict[str, np.ndarray]) -> None:
         self.name, self.dimension = embedder.name, embedder.dimension
@@ -222,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.order == "shuffled":
         random.Random(SEED).shuffle(queries)
     stream = warm + queries
-    real = resolve_embedder(None)
+    real = resolve_embedder("bundled")  # the committed results' model; thresholds on its scale
     cache_dir = str(Path(tempfile.gettempdir()) / "semcache-bench-vectors")
     vectors = tuning.embed_texts([t for t, _ in stream], real, cache_dir=cache_dir)
     embedder = Precomputed(real, vectors)
@@ -242,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         for target in TARGETS
     }
-    for target, first in ((TARGET, start), (TARGET, DEFAULT_THRESHOLD), (TARGETS[1], start)):
+    for target, first in ((TARGET, start), (TARGET, BUNDLED_THRESHOLD), (TARGETS[1], start)):
         auto[(target, first, SHADOW_RATE)] = replay(
             f"auto {target} from {first} + shadow {SHADOW_RATE:.0%}", stream, embedder,
             threshold=first, auto_tune=True, target_precision=target, shadow_rate=SHADOW_RATE,
@@ -274,7 +275,7 @@ def report(
         "from a cold cache (770 warm-up training queries, then 3,080 test queries "
         + ("in file order, grouped by intent" if order == "file" else "in a seeded random order")
         + "), default verifier and "
-        "answer agreement, default embedder; auto_tune starts at "
+        "answer agreement, the bundled model; auto_tune starts at "
         f"{start} unless said otherwise.",
         "",
         *describe(["numpy", "onnxruntime", "faiss-cpu"]),
@@ -282,8 +283,8 @@ def report(
     ]
     for target in TARGETS:
         best = best_static(statics, target)
-        runs = [statics[DEFAULT_THRESHOLD], statics[start]]
-        if best is not None and best not in (DEFAULT_THRESHOLD, start):
+        runs = [statics[BUNDLED_THRESHOLD], statics[start]]
+        if best is not None and best not in (BUNDLED_THRESHOLD, start):
             runs.append(statics[best])
         runs += [run for (t, _, _), run in auto.items() if t == target]
         lines += [

@@ -48,6 +48,7 @@ from sources import (
 )
 
 from semcache.embedding import resolve_embedder
+from semcache.embedding.resolve import BUNDLED_THRESHOLD
 from semcache.ops import tuning
 from semcache.verifiers import Chain, LearnedVerifier, default_verifier
 from semcache.verifiers.agreement import ANOTHER_INSTANCE, DEFAULT_MARGIN
@@ -148,11 +149,11 @@ def _cell(point: Point, cosine: float) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args, shared = arguments(__doc__.splitlines()[0], argv)
+    args, shared = arguments(__doc__.splitlines()[0], argv, threshold=BUNDLED_THRESHOLD)
     if not (shared / "banking77.jsonl").exists():
         print(f"public sets not found in {shared}: nothing to measure")
         return
-    embedder = resolve_embedder(None)
+    embedder = resolve_embedder("bundled")  # the committed results' model, at its threshold
     sets = pair_sets(shared)
     warm, queries = banking(shared)
     sources = labeled_sources(shared)

@@ -300,8 +300,9 @@ class BenchEmbedder:
     """semcache's ``Embedder`` for the benchmark: precomputed vectors, or the real model.
 
     With ``live`` False it returns the precomputed vector of a known text, so a lookup's time is
-    the cache's own work; with ``live`` True it is semcache's default embedder for the bundled
-    model, whatever ``resolve_embedder(None)`` returns. Its name is the bundled model's, so one file serves both modes.
+    the cache's own work; with ``live`` True it is the bundled model on semcache's default runtime
+    (``resolve_embedder("bundled")``; the tuned default embeds at the same speed). Its name is the
+    bundled model's, so one file serves both modes.
     """
 
     name = MODEL_NAME
@@ -311,7 +312,7 @@ class BenchEmbedder:
         from semcache.embedding import resolve_embedder
 
         self.table = table
-        self.real = resolve_embedder(None)
+        self.real = resolve_embedder("bundled")
         self.live = False
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -41,8 +41,9 @@ from machine import describe
 from semcache.embedding import Embedder, SentenceTransformerEmbedder, resolve_embedder
 from semcache.embedding.resolve import default_threshold
 from semcache.embedding.tuned import TUNED_MODEL_NAME, tuned_model_path
+from semcache.lifecycle import default_verifier_for
 from semcache.ops import tuning
-from semcache.verifiers import LearnedVerifier, RuleVerifier, default_verifier
+from semcache.verifiers import LearnedVerifier
 from semcache.verifiers.base import Chain, Verifier
 from semcache.verifiers.schema_terms import check_schema_terms, schema_terms
 from semcache.verifiers.text import analyze
@@ -86,12 +87,13 @@ def labeled_sets(shared: Path | None) -> dict[str, list[tuning.LabeledPair]]:
     return sets
 
 
-def verifiers() -> dict[str, Verifier]:
-    """The two verified settings: the default verifier, and the rules followed by the learned
-    stage."""
+def verifiers(model_name: str) -> dict[str, Verifier]:
+    """The two verified settings: the default verifier of a cache on ``model_name``, and the same
+    rules followed by the learned stage."""
+    rules = default_verifier_for(model_name)
     return {
-        "rules": default_verifier(),
-        "rules+learned": Chain([RuleVerifier(), LearnedVerifier()]),
+        "rules": rules,
+        "rules+learned": Chain([rules, LearnedVerifier()]),
     }
 
 
@@ -122,7 +124,9 @@ def verifier_cost(verifier: Verifier, pairs: Sequence[tuning.LabeledPair]) -> tu
     return min(cold), min(warm)
 
 
-def demo_stream(embedder: Embedder, settings: dict[str, Verifier], cache_dir: str) -> list[str]:
+def demo_stream(
+    embedder: Embedder, settings: dict[str, Verifier], cache_dir: str, threshold: float
+) -> list[str]:
     """The demo's requests (data/tickets.jsonl): each paraphrase or look-alike against its nearest
     earlier request, right when their answers are equal (the README's table). The last column
     adds the demo's response model as evidence (``semcache.verifiers.schema_terms``), as the
@@ -153,14 +157,14 @@ def demo_stream(embedder: Embedder, settings: dict[str, Verifier], cache_dir: st
     names = ["cosine alone", *settings, SCHEMA]
     out = ["| threshold | " + " | ".join(f"{n}: right / wrong" for n in names) + " |"]
     out.append("|---:|" + "---:|" * len(names))
-    for t in DEMO_SWEEP:
+    for t in sorted({*DEMO_SWEEP, threshold}):  # the default among them
         cells = []
         for name in names:
             served = [
                 right for s, right, ok in rows if s >= t and (name == "cosine alone" or ok[name])
             ]
             cells.append(f"{sum(served)} / {len(served) - sum(served)}")
-        out.append(f"| {t:.2f} | " + " | ".join(cells) + " |")
+        out.append(f"| {t:g} | " + " | ".join(cells) + " |")
     return out
 
 
@@ -206,7 +210,7 @@ def runtime_check(
 
 
 def report(threshold: float, shared: Path | None, cache_dir: str, embedder: Embedder) -> str:
-    settings = verifiers()
+    settings = verifiers(embedder.name)
     sets = labeled_sets(shared)
     scored = {
         (name, vname): tuning.score_pairs(pairs, embedder, v, cache_dir=cache_dir)
@@ -352,7 +356,7 @@ def report(threshold: float, shared: Path | None, cache_dir: str, embedder: Embe
     )
     say("right when both have the same answer. Not a held-out split: the rules were written with")
     say("this stream in view. The learned stage never saw it.\n")
-    out.extend(demo_stream(embedder, settings, cache_dir))
+    out.extend(demo_stream(embedder, settings, cache_dir, threshold))
 
     say("\n## Cost per pair (pure Python, one core, best of three runs)\n")
     for v in settings.values():
