@@ -89,15 +89,33 @@ class Calibration:
 
 
 def curve(labels: Iterable[Label], confidence: float = DEFAULT_CONFIDENCE) -> list[CurvePoint]:
-    """The point at every distinct similarity of the unvetoed labels, highest first."""
+    """The point at every distinct similarity of the unvetoed labels, highest first.
+
+    A label is served at ``t`` when its similarity is at least ``t`` and its rival, if any, is
+    below ``t`` (``Label.served_at``; a rival is never more similar than its label). So the
+    labels served at ``t`` are those reaching ``t`` less those whose rival reaches it: two sorted
+    sweeps instead of one pass per threshold.
+    """
     labels = list(labels)
-    served = sorted((lb for lb in labels if not lb.stage), key=lambda lb: -lb.similarity)
-    points, correct = [], 0
+    unvetoed = [lb for lb in labels if not lb.stage]
+    served = sorted(unvetoed, key=lambda lb: -lb.similarity)
+    rivals = sorted(
+        ((lb.rival, lb.correct) for lb in unvetoed if lb.rival is not None), key=lambda r: -r[0]
+    )
+    points, reached, correct, r, refused, refused_correct = [], 0, 0, 0, 0, 0
     for i, label in enumerate(served):
-        correct += label.correct
+        reached, correct = reached + 1, correct + label.correct
         if i + 1 < len(served) and served[i + 1].similarity == label.similarity:
             continue  # a threshold cannot separate ties
-        points.append(_point(label.similarity, i + 1, correct, len(labels), confidence))
+        while r < len(rivals) and rivals[r][0] >= label.similarity:
+            refused, refused_correct = refused + 1, refused_correct + rivals[r][1]
+            r += 1
+        points.append(
+            _point(
+                label.similarity, reached - refused, correct - refused_correct, len(labels),
+                confidence,
+            )
+        )  # fmt: skip
     return points
 
 
@@ -105,7 +123,7 @@ def point_at(
     labels: Sequence[Label], threshold: float, confidence: float = DEFAULT_CONFIDENCE
 ) -> CurvePoint:
     """The point at ``threshold`` (any value, not only a label's similarity)."""
-    served = [lb for lb in labels if not lb.stage and lb.similarity >= threshold]
+    served = [lb for lb in labels if lb.served_at(threshold)]
     correct = sum(lb.correct for lb in served)
     return _point(threshold, len(served), correct, len(labels), confidence)
 

@@ -13,6 +13,13 @@ for one request) label as the wrapped client and ``memoize`` do. The verifier's 
 candidate below the threshold and the comparison of the answers wait for the next flush of the
 bookkeeping, which already runs about once a second off the request's critical path, and the
 labels then go through the ledger into the ``near_misses`` table.
+
+A hit also needs answer agreement (``semcache.verifiers.agreement``): at a threshold low enough to
+serve the candidate, a slightly less similar candidate holding another answer would be eligible too,
+and the cache would serve neither. So a label keeps the similarity of the nearest such rival
+(``rival``); calibration counts the label as served only at thresholds above it, where the rival
+is not eligible. Without that, labels in the band judged candidates the cache would refuse, and
+auto-tuning stayed too cautious to lower a threshold (``benchmarks/results/autotune.md``).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from pydantic import BaseModel
 
 from semcache.answers import differing_fields
 from semcache.types import StoredEntry
+from semcache.verifiers.agreement import ANOTHER_INSTANCE, decisive, disagrees
 from semcache.verifiers.base import Verifier
 from semcache.verifiers.schema_terms import judge
 
@@ -59,6 +67,9 @@ class NearMiss:
     noted_at: float
     # The response model when its words are evidence (``schema_evidence``), judged as a hit is.
     model: type[BaseModel] | None = None
+    # Less similar candidates holding another answer within the agreement margin, best first, as
+    # (similarity, prompt): the first not vetoed as another instance of the request is the rival.
+    rivals: tuple[tuple[float, str], ...] = ()
 
 
 def nearest(
@@ -68,9 +79,11 @@ def nearest(
     stages: Mapping[int, str],
     query: str,
     model: type[BaseModel] | None = None,
+    margin: float | None = None,
 ) -> NearMiss | None:
     """The nearest candidate of a miss, when it is within ``band`` below ``threshold`` (or above
-    it and refused, with the stage that refused it in ``stages``); None otherwise."""
+    it and refused, with the stage that refused it in ``stages``); None otherwise. ``margin`` is
+    the cache's agreement margin (None: no answer agreement, so no rivals)."""
     if not scored:
         return None
     similarity, row = scored[0]
@@ -79,9 +92,18 @@ def nearest(
     stage = stages.get(row.id) if similarity >= threshold else None
     if similarity >= threshold and stage is None:
         return None  # not refused by a check (a stale answer): nothing to learn
+    rivals: tuple[tuple[float, str], ...] = ()
+    if margin is not None and stage is None:
+        chosen = (similarity, decisive(row.response_json))
+        rivals = tuple(
+            (other_similarity, other.prompt)
+            for other_similarity, other in scored[1:]
+            if other.prompt is not None
+            and disagrees(chosen, (other_similarity, decisive(other.response_json)), margin)
+        )
     return NearMiss(
         row.scope, row.id, similarity, threshold, stage, query, row.prompt, row.response_json,
-        time.monotonic(), model,
+        time.monotonic(), model, rivals,
     )  # fmt: skip
 
 
@@ -119,14 +141,26 @@ class NearMisses:
             try:
                 differing = differing_fields(near.candidate_json, answer_json)
                 stage = near.stage if near.stage is not None else _stage(verifier, near)
+                rival = _rival(verifier, near) if not stage else None
             except Exception:  # an unreadable row or a failing verifier loses one label only
                 continue
             rows.append((
                 at, near.scope, near.entry_id, near.similarity, near.threshold, stage,
                 int(not differing), json.dumps(differing), near.query, near.candidate,
-                answer_json, near.candidate_json,
+                answer_json, near.candidate_json, rival,
             ))  # fmt: skip
         return rows
+
+
+def _rival(verifier: Verifier, near: NearMiss) -> float | None:
+    """The similarity of the rival that answer agreement would weigh against the candidate, as
+    ``find_rival`` does for a hit: a rival vetoed as another instance of the request (another
+    order number, date, ...) does not count."""
+    for similarity, prompt in near.rivals:
+        verdict = judge(verifier, near.query, prompt, similarity, near.model)
+        if verdict.accept or verdict.stage not in ANOTHER_INSTANCE:
+            return similarity
+    return None
 
 
 def _stage(verifier: Verifier, near: NearMiss) -> str:

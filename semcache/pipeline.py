@@ -110,10 +110,10 @@ class Pipeline:
         self.ledger = Ledger(store)
         self.scopes = Scopes(store, settings.index_vectors)  # the derived FAISS index
         self.upkeep = Upkeep(
-            store, self.ledger, self.scopes, settings, self._evicted, threshold=self.threshold
+            store, self.ledger, self.scopes, self.settings, self._evicted, threshold=self.threshold
         )
         self.semantic = SemanticTier(
-            store, verifier, settings, ledger=self.ledger, scopes=self.scopes,
+            store, verifier, self.settings, ledger=self.ledger, scopes=self.scopes,
             near_misses=self.upkeep.near_misses, events=self.events,
         )  # fmt: skip
 

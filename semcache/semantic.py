@@ -125,7 +125,10 @@ class SemanticTier:
         band = self.settings.near_miss_band
         if band is not None and plan.write:
             model = plan.response_model if self.settings.schema_evidence else None
-            near = nearest(scored, threshold, band, refused, keyed.text or "", model)
+            near = nearest(
+                scored, threshold, band, refused, keyed.text or "", model,
+                self.settings.agreement_margin,
+            )  # fmt: skip
             if near is not None:
                 self.near_misses.note(keyed.exact_key, near)
         return None

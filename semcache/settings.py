@@ -3,7 +3,7 @@
 ``SemanticCache`` (``semcache.cache``) takes them as keyword arguments and documents them; the
 pipeline, the semantic tier and upkeep read them. They live apart from both so that each argument
 is checked once, beside the field that holds it, and so that everything under the facade can read
-them (and their defaults: the command line shows ``DEFAULT_THRESHOLD``) without importing it.
+them (and their defaults) without importing it.
 
 ``threshold=None`` (the default) means the embedding model's own default threshold
 (``semcache.embedding.resolve.default_threshold``): the pipeline settles it once the model is known.

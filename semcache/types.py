@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -52,7 +53,9 @@ class Label:
     ``source`` is ``near_miss`` (a candidate just below the threshold compared with the answer the
     provider gave instead), ``shadow`` (a served hit re-asked of the provider) or ``feedback`` (a
     served hit marked wrong). ``stage`` names the check that vetoed the candidate, "" when none
-    did: only unvetoed labels say what a threshold would serve.
+    did: only unvetoed labels say what a threshold would serve. ``rival`` (near misses only) is
+    the similarity of a less similar candidate holding another answer: at a threshold at or below
+    it, answer agreement would refuse the candidate, so the label counts only above it.
     """
 
     scope: str
@@ -61,6 +64,25 @@ class Label:
     source: str
     stage: str = ""
     created_at: float = 0.0
+    rival: float | None = None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Label:
+        """A label from a row of the stores' label query: (scope, similarity, agree, source,
+        stage, created_at, rival)."""
+        scope, similarity, agree, source, stage, created_at, rival = row
+        return cls(
+            str(scope), float(similarity), bool(agree), str(source), str(stage),
+            float(created_at), None if rival is None else float(rival),
+        )  # fmt: skip
+
+    def served_at(self, threshold: float) -> bool:
+        """Whether the cache would have served the candidate at ``threshold``."""
+        return (
+            not self.stage
+            and self.similarity >= threshold
+            and (self.rival is None or self.rival < threshold)
+        )
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,28 @@ def test_ties_are_one_point() -> None:
     assert [(p.threshold, p.served, p.correct) for p in curve(rows)] == [(0.9, 3, 3), (0.8, 4, 3)]
 
 
+def test_a_label_with_a_rival_counts_only_above_it() -> None:
+    """Answer agreement refuses the candidate wherever its rival is eligible too."""
+    rows = [Label("s", 0.95, True, "near_miss", rival=0.93), Label("s", 0.92, False, "near_miss")]
+    assert [(p.threshold, p.served, p.correct) for p in curve(rows)] == [(0.95, 1, 1), (0.92, 1, 0)]
+    assert (point_at(rows, 0.94).served, point_at(rows, 0.93).served) == (1, 0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_curve_with_rivals_is_the_labels_served_at_each_threshold(seed: int) -> None:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(300):
+        similarity = round(rng.uniform(0.8, 1.0), 2)  # rounded: ties, and rivals equal to labels
+        rival = round(similarity - rng.uniform(0.0, 0.05), 2) if rng.random() < 0.4 else None
+        stage = "rules.number" if rng.random() < 0.1 else ""
+        rows.append(Label("s", similarity, rng.random() < 0.8, "near_miss", stage, rival=rival))
+    for point in curve(rows):
+        served = [lb for lb in rows if lb.served_at(point.threshold)]
+        assert (point.served, point.correct) == (len(served), sum(lb.correct for lb in served))
+        assert point == point_at(rows, point.threshold)
+
+
 # -- through a cache ----------------------------------------------------------------------------
 
 
@@ -104,6 +127,7 @@ def near_miss_rows(scope: str, sims: list[float], agree: bool = True) -> list[tu
             "c",
             "{}",
             "{}",
+            None,
         )
         for s in sims
     ]

@@ -17,6 +17,7 @@ import pytest
 from pydantic import BaseModel
 
 from semcache import SemanticCache, UsageError, cache_hit
+from semcache.verifiers import RuleVerifier
 from semcache.verifiers.base import Verdict
 
 from .conftest import FakeProvider, async_openai_client, openai_client
@@ -280,3 +281,72 @@ def test_below_the_threshold_the_response_model_is_evidence_too(
         (row,) = rows(c)
     assert row["agree"] == 0
     assert row["stage"] == ("schema" if schema_evidence else "")  # as a hit would be judged
+
+
+# -- answer agreement: the rival a label keeps ------------------------------------------------
+
+RIVAL = "I forgot my password, what do I do?"
+OTHER_DAY = "I forgot my password on 12 May, how can I reset it?"
+
+
+def test_a_near_miss_keeps_the_rival_answer_agreement_would_weigh(
+    db_path: Path, embedder: Any, gap: float
+) -> None:
+    """At a threshold low enough to serve the candidate, a slightly less similar one holding
+    another answer is eligible too and the cache serves neither: the label says so."""
+    rival = similarity(embedder, NEAR, RIVAL)
+    assert gap - 0.05 < rival < gap  # within the agreement margin, below the candidate
+    with open_cache(db_path, embedder, gap + 0.01) as c:
+        c.store(user(STORED), Answer, Answer(text="reset"))
+        c.store(user(RIVAL), Answer, Answer(text="other"))
+        # What a lookup would do at a lower threshold: refused down to the rival, served above.
+        assert c.lookup(user(NEAR), Answer, threshold=rival - 1e-4) is None
+        hit = c.lookup(user(NEAR), Answer, threshold=rival + 1e-4)
+        assert hit is not None and hit.matched_prompt == STORED
+        assert c.lookup(user(NEAR), Answer) is None
+        c.store(user(NEAR), Answer, Answer(text="reset"))
+        (row,) = rows(c)
+        (label,) = c.db.labels()
+    assert (row["candidate"], row["agree"], row["stage"]) == (STORED, 1, "")
+    assert row["rival"] == pytest.approx(rival, abs=1e-5) and label.rival == row["rival"]
+    assert not label.served_at(rival - 1e-4) and label.served_at(rival + 1e-4)
+
+
+@pytest.mark.parametrize("case", ["same answer", "agreement off", "another instance"])
+def test_no_rival_when_agreement_would_not_refuse(
+    db_path: Path, embedder: Any, gap: float, case: str
+) -> None:
+    """A less similar candidate with the same answer, a cache without answer agreement, and a
+    candidate vetoed as another instance of the request (another date) leave no rival."""
+    options: dict[str, Any] = {}
+    other, answer = RIVAL, "other"
+    if case == "same answer":
+        answer = "reset"
+    elif case == "agreement off":
+        options["agreement_margin"] = None
+    else:
+        other, options["verifier"] = OTHER_DAY, RuleVerifier()
+        assert gap - 0.05 < similarity(embedder, NEAR, OTHER_DAY) < gap
+    with open_cache(db_path, embedder, gap + 0.01, **options) as c:
+        c.store(user(STORED), Answer, Answer(text="reset"))
+        c.store(user(other), Answer, Answer(text=answer))
+        assert c.lookup(user(NEAR), Answer) is None
+        c.store(user(NEAR), Answer, Answer(text="reset"))
+        (row,) = rows(c)
+    assert (row["candidate"], row["stage"], row["rival"]) == (STORED, "", None)
+
+
+def test_an_old_near_miss_table_gains_the_rival_column(
+    db_path: Path, embedder: Any, gap: float
+) -> None:
+    with open_cache(db_path, embedder, gap + 0.01) as c:
+        c.store(user(STORED), Answer, Answer(text="reset"))
+        c.store(user(RIVAL), Answer, Answer(text="other"))
+    conn = sqlite3.connect(db_path)  # as a file written before labels kept their rival
+    conn.execute("ALTER TABLE near_misses DROP COLUMN rival")
+    conn.close()
+    with open_cache(db_path, embedder, gap + 0.01) as c:
+        assert c.lookup(user(NEAR), Answer) is None
+        c.store(user(NEAR), Answer, Answer(text="reset"))
+        (row,) = rows(c)
+    assert row["rival"] is not None

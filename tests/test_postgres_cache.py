@@ -212,19 +212,23 @@ def test_the_readme_grants_are_enough_for_an_app_role(pg_dsn: str, embedder: Any
 def test_near_miss_labels_and_threshold_changes_are_shared(pg_dsn: str, embedder: Any) -> None:
     """Labels one node takes and thresholds it changes are what every node calibrates from."""
     stored, near = "How do I reset my password?", "I forgot my password, how can I reset it?"
-    va, vb = embedder.embed([stored, near])
-    gap = float(va @ vb)
+    rival = "I forgot my password, what do I do?"  # less similar, another answer: the rival
+    va, vb, vr = embedder.embed([stored, near, rival])
+    gap, rival_gap = float(va @ vb), float(vb @ vr)
+    assert gap - 0.05 < rival_gap < gap
     with (
         SemanticCache(pg_dsn, embedder=embedder, threshold=gap + 0.02, verifier=None) as a,
         SemanticCache(pg_dsn, embedder=embedder, threshold=gap + 0.02, verifier=None) as b,
     ):
         a.store(user(stored), Answer, Answer(text="reset"))
+        a.store(user(rival), Answer, Answer(text="rival"))
         assert a.lookup(user(near), Answer) is None
         a.store(user(near), Answer, Answer(text="other"))
         a.flush()
         (label,) = b._store.labels()
         assert (label.source, label.correct, label.stage) == ("near_miss", False, "")
         assert label.similarity == pytest.approx(gap, abs=1e-5)
+        assert label.rival == pytest.approx(rival_gap, abs=1e-5)
         a.set_threshold(0.93, response_model=Answer)
         a.set_threshold(0.95, response_model=Answer)
         changes = b.stats().threshold_changes

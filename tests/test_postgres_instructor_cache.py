@@ -106,7 +106,7 @@ def test_migration_3_adds_the_table_to_a_version_2_schema(
         assert icache.get("k") == '{"a": 1}'
     with admin() as conn:
         versions = conn.execute(f"SELECT version FROM {schema}.schema_migrations ORDER BY 1")
-        assert [v for (v,) in versions] == [1, 2, 3, 4]
+        assert [v for (v,) in versions] == [n for n, _, _ in migrations.MIGRATIONS]
 
 
 def test_export_and_import_carry_the_rows_both_ways(pg_dsn: str, tmp_path: Path) -> None:

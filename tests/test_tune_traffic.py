@@ -32,10 +32,10 @@ def labelled_file(path: Path, embedder: Any, right: int, wrong: int = 0) -> str:
         cache.set_threshold(0.95, scope=scope)
         now = time.time()
         rows = [
-            (now, scope, 1, 0.90 + 0.05 * i / right, 0.95, "", 1, "[]", "q", "c", "{}", "{}")
+            (now, scope, 1, 0.90 + 0.05 * i / right, 0.95, "", 1, "[]", "q", "c", "{}", "{}", None)
             for i in range(right)
         ] + [
-            (now, scope, 1, 0.94, 0.95, "", 0, '["text"]', "q", "c", "{}", "{}")
+            (now, scope, 1, 0.94, 0.95, "", 0, '["text"]', "q", "c", "{}", "{}", None)
             for _ in range(wrong)
         ]
         cache.db.record({}, {}, {"near_misses": rows})

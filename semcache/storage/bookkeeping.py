@@ -23,8 +23,8 @@ _LOG_INSERTS = {
     "audit": "INSERT INTO audit (created_at, namespace, scope, query, entry_id, matched_prompt, "
     "similarity, verdict, reason, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     "near_misses": "INSERT INTO near_misses (created_at, scope, entry_id, similarity, threshold, "
-    "stage, agree, differing_fields, query, candidate, answer_json, candidate_answer_json) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "stage, agree, differing_fields, query, candidate, answer_json, candidate_answer_json, rival) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 }
 # The logs a retention applies to (``trim_log``); a fixed set, because the name goes into SQL.
 LOGS = ("audit", "near_misses")
@@ -212,17 +212,15 @@ class Bookkeeping:
         where, params = ("WHERE scope = ?", (scope,)) if scope is not None else ("", ())
         semantic = "query_embedding IS NOT NULL AND similarity IS NOT NULL"
         sql = f"""
-            SELECT scope, similarity, agree, 'near_miss', stage, created_at FROM near_misses {where}
+            SELECT scope, similarity, agree, 'near_miss', stage, created_at, rival
+                FROM near_misses {where}
             UNION ALL
-            SELECT scope, similarity, agree, 'shadow', '', created_at FROM shadow {where}
+            SELECT scope, similarity, agree, 'shadow', '', created_at, NULL FROM shadow {where}
             UNION ALL
-            SELECT scope, similarity, 0, 'feedback', '', created_at FROM feedback
+            SELECT scope, similarity, 0, 'feedback', '', created_at, NULL FROM feedback
                 WHERE {semantic} {"AND scope = ?" if scope is not None else ""}"""
         rows = self._db.connection().execute(sql, params * 3).fetchall()
-        return [
-            Label(str(sc), float(sim), bool(agree), str(src), str(stage), float(at))
-            for sc, sim, agree, src, stage, at in rows
-        ]
+        return [Label.from_row(row) for row in rows]
 
     def counters(self) -> dict[str, int]:
         rows = self._db.connection().execute("SELECT name, value FROM counters").fetchall()

@@ -4,7 +4,7 @@ Plain tables with JSON in text columns, so ``sqlite3`` and Datasette users can r
 Every statement is idempotent (``IF NOT EXISTS``): opening a file creates what it lacks. That is
 also how a file written by an earlier version gains the tables added since (``near_misses``,
 ``threshold_changes``): new tables need no version bump, because a file that has them still reads
-in the earlier version, which ignores them. Columns added to ``entries`` are ``ADDED_COLUMNS``.
+in the earlier version, which ignores them. Columns added to existing tables are ``ADDED_COLUMNS``.
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ CREATE TABLE IF NOT EXISTS near_misses (
     query TEXT,
     candidate TEXT,
     answer_json TEXT,
-    candidate_answer_json TEXT
+    candidate_answer_json TEXT,
+    rival REAL
 );
 CREATE INDEX IF NOT EXISTS near_misses_scope ON near_misses (scope, similarity);
 CREATE INDEX IF NOT EXISTS near_misses_created ON near_misses (created_at);
@@ -122,7 +123,7 @@ CREATE TABLE IF NOT EXISTS threshold_changes (
 """
 
 # Columns added to ``entries`` after the first files were written, oldest first.
-ADDED_COLUMNS = (("expires_at", "REAL"),)
+ADDED_COLUMNS = (("entries", "expires_at", "REAL"), ("near_misses", "rival", "REAL"))
 
 # Without these, the expiry sweep and the size bound scan and sort the whole table: 1.6 s at
 # 1M entries, paid inside whichever lookup runs maintenance (measured by benchmarks/scale.py).

@@ -91,10 +91,10 @@ class SQLiteStore:
     def _migrate(conn: sqlite3.Connection) -> None:
         """Add columns that files written by earlier versions lack (all nullable), so an old file
         keeps working instead of failing every query."""
-        have = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
-        for column, kind in ADDED_COLUMNS:
+        for table, column, kind in ADDED_COLUMNS:  # constants of schema.py, never user input
+            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
             if column not in have:
-                conn.execute(f"ALTER TABLE entries ADD COLUMN {column} {kind}")
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         # Created here, after the columns they cover exist (a file from an earlier version).
         for statement in ADDED_INDEXES:
             conn.execute(statement)

@@ -26,8 +26,8 @@ _LOG_INSERTS = {
     "audit": "INSERT INTO audit (created_at, namespace, scope, query, entry_id, matched_prompt, "
     "similarity, verdict, reason, latency_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
     "near_misses": "INSERT INTO near_misses (created_at, scope, entry_id, similarity, threshold, "
-    "stage, agree, differing_fields, query, candidate, answer_json, candidate_answer_json) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+    "stage, agree, differing_fields, query, candidate, answer_json, candidate_answer_json, rival) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
 }
 
 
@@ -124,19 +124,16 @@ def labels(conn: Any, scope: str | None) -> list[Label]:
     where, params = ("WHERE scope = %s", (scope,)) if scope is not None else ("", ())
     and_scope = "AND scope = %s" if scope is not None else ""
     rows = conn.execute(
-        f"""SELECT scope, similarity, agree <> 0, 'near_miss', stage, created_at
+        f"""SELECT scope, similarity, agree <> 0, 'near_miss', stage, created_at, rival
                 FROM near_misses {where}
             UNION ALL
-            SELECT scope, similarity, agree, 'shadow', '', created_at FROM shadow {where}
+            SELECT scope, similarity, agree, 'shadow', '', created_at, NULL FROM shadow {where}
             UNION ALL
-            SELECT scope, similarity, false, 'feedback', '', created_at FROM feedback
+            SELECT scope, similarity, false, 'feedback', '', created_at, NULL FROM feedback
                 WHERE query_embedding IS NOT NULL AND similarity IS NOT NULL {and_scope}""",
         params * 3,
     ).fetchall()
-    return [
-        Label(str(sc), float(sim), bool(agree), str(src), str(stage), float(at))
-        for sc, sim, agree, src, stage, at in rows
-    ]
+    return [Label.from_row(row) for row in rows]
 
 
 def counters(conn: Any) -> dict[str, int]:

@@ -139,6 +139,10 @@ _V4 = (
     "ALTER TABLE index_snapshot_chunks ALTER COLUMN data SET STORAGE EXTERNAL",
 )
 
+# Near-miss labels keep the similarity of the candidate answer agreement would weigh against
+# theirs (``semcache.labels``); older rows have none.
+_V6 = ("ALTER TABLE near_misses ADD COLUMN rival double precision",)
+
 # (version, what it does, statements), oldest first; a released migration is never edited.
 # Every version not yet recorded is applied, in order (not only those above the highest): two
 # branches may each add a migration, and a database that got the later number first still
@@ -148,6 +152,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (2, "near-miss labels, threshold history", _V2),
     (3, "instructor's cache= table", _V3),
     (4, "prebuilt index snapshots", _V4),
+    (6, "near-miss rivals", _V6),
 )
 # Migrations applied only when a cache asks for what they add, never by ``migrate``: their
 # statements need something the server may lack. 5: the pgvector search column
