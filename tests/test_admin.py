@@ -145,6 +145,7 @@ def test_stats_from_sqlite(filled: SemanticCache) -> None:
     assert (numbers["exact_hits"], numbers["semantic_hits"], numbers["misses"]) == (2, 1, 0)
     assert numbers["embedder_dimension"] == "384" and numbers["file_bytes"] > 0
     assert numbers["scope_thresholds"] == 0 and "shadow" not in numbers
+    assert numbers["default_threshold"] == BUNDLED_THRESHOLD  # the file's model's default
     instructor = {k: v for k, v in numbers.items() if k.startswith("instructor_cache_")}
     assert instructor == dict.fromkeys(
         ["instructor_cache_entries", "instructor_cache_expired", "instructor_cache_hits",
@@ -159,6 +160,7 @@ def test_stats_thresholds_instructor_cache_and_shadow(filled: SemanticCache) -> 
     filled.set_threshold(0.97, scope=scopes[0])
     filled.set_threshold(0.95, scope=scopes[1])
     filled.set_threshold(0.93, response_model=Ticket)  # not a per-scope threshold
+    filled.set_threshold(0.91)  # the whole file's
     with SQLiteCache(filled) as instructor:
         instructor.set("live", '{"a": 1}')
         instructor.set("short-lived", '{"a": 2}', ttl=60)
@@ -168,7 +170,7 @@ def test_stats_thresholds_instructor_cache_and_shadow(filled: SemanticCache) -> 
     for agree in (True, True, False):
         filled.db.add_shadow(scopes[0], 1, 0.93, agree, [] if agree else ["text"])
     numbers = admin.stats(filled.db)
-    assert numbers["scope_thresholds"] == 2
+    assert numbers["scope_thresholds"] == 2 and numbers["default_threshold"] == 0.91
     assert [numbers[f"instructor_cache_{k}"] for k in ("entries", "expired", "hits", "misses")] == [
         1,
         1,

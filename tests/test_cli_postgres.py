@@ -89,7 +89,7 @@ def entry_rows(db: str, *args: str) -> list[tuple[Any, ...]]:
 def test_read_commands_answer_on_a_dsn_as_on_the_file(file_db: str, pg_db: str) -> None:
     on_file, on_pg = as_json("stats", file_db), as_json("stats", pg_db)
     same = ("entries", "embedded", "exact_only", "scopes", "namespaces", "embedder_name",
-            "format_version", "scope_thresholds", "instructor_cache_entries")  # fmt: skip
+            "format_version", "scope_thresholds", "default_threshold", "instructor_cache_entries")  # fmt: skip
     assert {k: on_pg[k] for k in same} == {k: on_file[k] for k in same}
     assert on_pg["entries"] == 13 and on_pg["instructor_cache_entries"] == 2
     assert on_pg["database"].count("***") == 1 and on_pg["database_bytes"] > 0

@@ -39,8 +39,10 @@ _CHUNK = 500  # ids per DELETE/UPDATE statement, well under SQLite's parameter l
 def stats(store: Rows) -> dict[str, Any]:
     """Cache-wide numbers from the store alone: no model, no index.
 
-    Besides the entries and counters: how many scopes have a persisted threshold, the
-    ``instructor_cache`` table of ``SQLiteCache`` (zeros when the file never used it), and, once
+    Besides the entries and counters: ``default_threshold``, what a scope without a threshold of
+    its own is served at by a cache constructed without ``threshold=`` (the one persisted for the
+    whole file, else the default of the embedding model the file records), how many scopes have a
+    persisted threshold, the ``instructor_cache`` table of ``SQLiteCache`` (zeros when the file never used it), and, once
     shadow checks have run, ``shadow``: per scope, samples and agreements with the provider.
     """
     with store.reading() as conn:
@@ -49,6 +51,7 @@ def stats(store: Rows) -> dict[str, Any]:
             "min(created_at), max(created_at) FROM entries"
         ).fetchone()
     settings = store.settings()
+    persisted = store.thresholds()
     counters = store.counters()
     exact, semantic = counters.get("exact_hits", 0), counters.get("semantic_hits", 0)
     misses = counters.get("misses", 0)
@@ -70,7 +73,8 @@ def stats(store: Rows) -> dict[str, Any]:
         "misses": misses,
         "hit_rate": round((exact + semantic) / lookups, 4) if lookups else 0.0,
         "tokens_avoided": counters.get("tokens_avoided", 0),
-        "scope_thresholds": sum(t.startswith("scope:") for t in store.thresholds()),
+        "default_threshold": persisted.get("default", recorded_threshold(store)),
+        "scope_thresholds": sum(t.startswith("scope:") for t in persisted),
         "oldest_entry": oldest,
         "newest_entry": newest,
     }
