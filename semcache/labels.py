@@ -67,9 +67,10 @@ class NearMiss:
     noted_at: float
     # The response model when its words are evidence (``schema_evidence``), judged as a hit is.
     model: type[BaseModel] | None = None
-    # Less similar candidates holding another answer within the agreement margin, best first, as
-    # (similarity, prompt): the first not vetoed as another instance of the request is the rival.
-    rivals: tuple[tuple[float, str], ...] = ()
+    # Less similar candidates within the agreement margin, best first, as (similarity, prompt,
+    # answer JSON): the first holding another answer and not vetoed as another instance of the
+    # request is the rival, found at the flush (``_rival``).
+    rivals: tuple[tuple[float, str, str], ...] = ()
 
 
 def nearest(
@@ -92,14 +93,12 @@ def nearest(
     stage = stages.get(row.id) if similarity >= threshold else None
     if similarity >= threshold and stage is None:
         return None  # not refused by a check (a stale answer): nothing to learn
-    rivals: tuple[tuple[float, str], ...] = ()
-    if margin is not None and stage is None:
-        chosen = (similarity, decisive(row.response_json))
+    rivals: tuple[tuple[float, str, str], ...] = ()
+    if margin is not None and stage is None:  # answers are compared at the flush, not here
         rivals = tuple(
-            (other_similarity, other.prompt)
+            (other_similarity, other.prompt, other.response_json)
             for other_similarity, other in scored[1:]
-            if other.prompt is not None
-            and disagrees(chosen, (other_similarity, decisive(other.response_json)), margin)
+            if other.prompt is not None and other_similarity >= similarity - margin
         )
     return NearMiss(
         row.scope, row.id, similarity, threshold, stage, query, row.prompt, row.response_json,
@@ -154,9 +153,13 @@ class NearMisses:
 
 def _rival(verifier: Verifier, near: NearMiss) -> float | None:
     """The similarity of the rival that answer agreement would weigh against the candidate, as
-    ``find_rival`` does for a hit: a rival vetoed as another instance of the request (another
-    order number, date, ...) does not count."""
-    for similarity, prompt in near.rivals:
+    ``find_rival`` does for a hit: a candidate holding another decisive answer, unless vetoed as
+    another instance of the request (another order number, date, ...)."""
+    chosen = (near.similarity, decisive(near.candidate_json))
+    for similarity, prompt, answer_json in near.rivals:
+        # The margin was applied when the near miss was noted; only the answers are left.
+        if not disagrees(chosen, (similarity, decisive(answer_json)), float("inf")):
+            continue  # the same answer, or one that cannot be compared
         verdict = judge(verifier, near.query, prompt, similarity, near.model)
         if verdict.accept or verdict.stage not in ANOTHER_INSTANCE:
             return similarity

@@ -10,12 +10,11 @@ with another embedder) is closed again before the error reaches the caller.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from semcache import lifecycle
-from semcache.embedding.base import EMBEDDER_ENV, Embedder
-from semcache.embedding.resolve import for_recorded, resolve_embedder
+from semcache.embedding.base import Embedder
+from semcache.embedding.resolve import resolve_embedder
 from semcache.errors import StoreError
 from semcache.events import EventBus
 from semcache.pipeline import Pipeline
@@ -58,10 +57,8 @@ def open_pipeline(
         disabled = str(exc)
         store = SQLiteStore(":memory:", busy_timeout=busy_timeout)
     try:
-        if embedder is None and not os.environ.get(EMBEDDER_ENV, "").strip():
-            # The default follows the file: a cache keeps the bundled model it was made with.
-            embedder = for_recorded(store.settings().get("embedder_name"))
-        embedder_ = resolve_embedder(embedder)
+        # The default follows the file: a cache keeps the bundled model it was made with.
+        embedder_ = resolve_embedder(embedder, recorded=store.settings().get("embedder_name"))
         store.check_settings({"embedder_name": embedder_.name})
         verifier_ = lifecycle.default_verifier_for(embedder_.name) if chosen is None else chosen
         return Pipeline(

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from semcache import calibration, labels, lifecycle
-from semcache.embedding.resolve import default_model_name, default_threshold
+from semcache.embedding.resolve import default_threshold
 from semcache.errors import UsageError
 from semcache.index.stages import VECTOR_KINDS, VectorKind
 from semcache.keys import TextFn
@@ -23,7 +23,7 @@ from semcache.storage.base import SEARCHES, Search, Store
 from semcache.verifiers.agreement import DEFAULT_MARGIN
 
 # The threshold of a new cache made with every default (the default embedder's own).
-DEFAULT_THRESHOLD = default_threshold(default_model_name())
+DEFAULT_THRESHOLD = default_threshold(None)
 DEFAULT_NAMESPACE = "default"
 DEFAULT_NEAR_MISS_BAND = labels.DEFAULT_BAND  # why this much: semcache.labels
 
@@ -53,8 +53,7 @@ def recorded_threshold(store: Store) -> float:
     """The default threshold of the caches on ``store``, for tools that read it without a cache
     (``semcache query``, ``semcache tune --from-traffic``): the default of the embedding model its
     settings record, else, when nothing is embedded yet, of the default model."""
-    name = store.settings().get("embedder_name")
-    return default_threshold(default_model_name() if name is None else name)
+    return default_threshold(store.settings().get("embedder_name"))
 
 
 def checked(settings: Settings) -> Settings:

@@ -38,14 +38,18 @@ TUNED_THRESHOLD = 0.911
 TUNED_SUBSTITUTION_BELOW = 0.929
 
 
-def resolve_embedder(embedder: Embedder | str | Any | None) -> Embedder:
+def resolve_embedder(
+    embedder: Embedder | str | Any | None, recorded: str | None = None
+) -> Embedder:
     """Turn the ``embedder=`` argument of ``SemanticCache`` into an ``Embedder``.
 
-    None is the default for a new cache (``DEFAULT_EMBEDDER``: semcache's tuned copy of the
-    bundled all-MiniLM-L6-v2), on ONNX Runtime (int8) when it is installed, else on torch;
-    ``$SEMCACHE_EMBEDDER`` overrides that choice. ``"tuned"`` and ``"bundled"`` pick either model
-    that way; ``"torch"``, ``"onnx"`` (int8) and ``"onnx-fp32"`` the bundled model on one runtime;
-    any other string is a sentence-transformers model name. Nothing is loaded here.
+    None is ``$SEMCACHE_EMBEDDER`` when set; else the model an existing cache records
+    (``recorded``, its ``embedder_name`` setting: ``for_recorded``), so a file keeps the model it
+    was made with; else the default for a new cache (``DEFAULT_EMBEDDER``: semcache's tuned copy
+    of the bundled all-MiniLM-L6-v2), on ONNX Runtime (int8) when it is installed, else on torch.
+    ``"tuned"`` and ``"bundled"`` pick either model that way; ``"torch"``, ``"onnx"`` (int8) and
+    ``"onnx-fp32"`` the bundled model on one runtime; any other string is a sentence-transformers
+    model name. Nothing is loaded here.
     """
     if embedder is None:
         choice = os.environ.get(EMBEDDER_ENV, "").strip().lower()
@@ -55,7 +59,9 @@ def resolve_embedder(embedder: Embedder | str | Any | None) -> Embedder:
                     f"{EMBEDDER_ENV}={choice!r}: expected one of {', '.join(BUILTIN_EMBEDDERS)}"
                 )
             return _bundled_on(choice)
-        return _default_embedder()
+        embedder = for_recorded(recorded)
+        if embedder is None:
+            return _default_embedder()
     if isinstance(embedder, str):
         if embedder in BUILTIN_EMBEDDERS:
             return _bundled_on(embedder)
@@ -72,21 +78,22 @@ def resolve_embedder(embedder: Embedder | str | Any | None) -> Embedder:
 
 def default_threshold(model_name: str | None) -> float:
     """The threshold a cache whose embedding model is ``model_name`` serves at by default: the
-    tuned model's (its copies trained without one source included) or else the bundled model's."""
-    if model_name is not None and model_name.startswith(TUNED_MODEL_NAME):
-        return TUNED_THRESHOLD
-    return BUNDLED_THRESHOLD
+    tuned model's or else the bundled model's; None (nothing recorded yet) is the default model."""
+    return TUNED_THRESHOLD if _on_tuned_scale(model_name) else BUNDLED_THRESHOLD
 
 
 def substitution_gate(model_name: str) -> float | None:
     """Where the rules' substitution check stops for a cache embedding with ``model_name``: the
     tuned model's gate, else None (the rules' own, set on the bundled model's scale)."""
-    return TUNED_SUBSTITUTION_BELOW if model_name.startswith(TUNED_MODEL_NAME) else None
+    return TUNED_SUBSTITUTION_BELOW if _on_tuned_scale(model_name) else None
 
 
-def default_model_name() -> str:
-    """The name of the model a new cache embeds with by default (``DEFAULT_EMBEDDER``)."""
-    return TUNED_MODEL_NAME if DEFAULT_EMBEDDER == "tuned" else DEFAULT_MODEL_NAME
+def _on_tuned_scale(model_name: str | None) -> bool:
+    """Whether the similarity constants of ``model_name`` are the tuned model's: the shipped part
+    and its leave-one-source-out copies (``tuned_name``); None is the default model."""
+    if model_name is None:
+        return DEFAULT_EMBEDDER == "tuned"
+    return model_name.startswith(TUNED_MODEL_NAME)
 
 
 def for_recorded(name: str | None) -> Embedder | str | None:

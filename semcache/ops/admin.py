@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from semcache.embedding.base import Embedder
+from semcache.embedding.resolve import default_threshold
 from semcache.errors import EntryNotFoundError, UsageError
 from semcache.keys import schema_fingerprint
 from semcache.ops.entry_filter import EntryFilter as EntryFilter
@@ -73,7 +74,9 @@ def stats(store: Rows) -> dict[str, Any]:
         "misses": misses,
         "hit_rate": round((exact + semantic) / lookups, 4) if lookups else 0.0,
         "tokens_avoided": counters.get("tokens_avoided", 0),
-        "default_threshold": persisted.get("default", recorded_threshold(store)),
+        "default_threshold": persisted.get(
+            "default", default_threshold(settings.get("embedder_name"))
+        ),
         "scope_thresholds": sum(t.startswith("scope:") for t in persisted),
         "oldest_entry": oldest,
         "newest_entry": newest,
