@@ -133,7 +133,9 @@ def batches_of(items: Sequence[Item], size: int, rng: random.Random) -> list[lis
     return kept
 
 
-def train(batches: list[list[Item]], threads: int) -> tuple[dict[str, Any], list[float], float]:
+def train(
+    batches: list[list[Item]], threads: int, seed: int = SEED
+) -> tuple[dict[str, Any], list[float], float]:
     """One epoch over ``batches``; the trained bias and LayerNorm values, by the bundled model's
     parameter names, the losses and the seconds it took."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -143,7 +145,7 @@ def train(batches: list[list[Item]], threads: int) -> tuple[dict[str, Any], list
 
     from semcache.embedding.base import bundled_model_path
 
-    torch.manual_seed(SEED)
+    torch.manual_seed(seed)
     torch.set_num_threads(threads)
     model = SentenceTransformer(bundled_model_path(), device="cpu", local_files_only=True)
     model.max_seq_length = MAX_TOKENS
@@ -193,9 +195,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--without", choices=SOURCES, help="leave this source out (for LOSO)")
     parser.add_argument("--out", help="where to write the weights (default: the shipped file)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seed", type=int, default=SEED, help="another seed, to see the noise")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    rng = random.Random(SEED)
+    rng = random.Random(args.seed)
     shared = Path(args.shared)
     if not (shared / "stsb.jsonl").exists():
         sys.exit(f"{shared}/stsb.jsonl not found: pass --shared")
@@ -217,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     batches = batches_of(items, BATCH, rng)
     used = sum(len(b) for b in batches)
     print(f"pairs {counts}, {used} in {len(batches)} batches of up to {BATCH}")
-    values, losses, seconds = train(batches, args.threads)
+    values, losses, seconds = train(batches, args.threads, args.seed)
 
     from safetensors.numpy import save_file
 
@@ -233,8 +236,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     record = {
         "name": name,
         "command": "python training/tune_embedder.py"
-        + (f" --without {args.without}" if args.without else ""),
-        "seed": SEED,
+        + (f" --without {args.without}" if args.without else "")
+        + (f" --seed {args.seed}" if args.seed != SEED else ""),
+        "seed": args.seed,
         "batch": BATCH,
         "learning_rate": LEARNING_RATE,
         "scale": SCALE,
