@@ -64,6 +64,7 @@ SEED = 0
 # Which training source each scored source leaves out (None: it is never trained on).
 LEAVES_OUT: dict[str, str | None] = {
     "data/written (all; unseen by the rules)": "data/written",
+    "data/unseen (trained nothing)": None,
     "data/pairs (test)": "data/pairs (train)",
     "STS-B (test, label_bin)": "STS-B (train)",
     "SICK paraphrase vs contradiction (test)": None,

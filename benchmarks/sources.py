@@ -15,6 +15,9 @@ Sources, each read in place (public sets from ../shared/data, never copied):
   intent is the query's own. No rule or weight in semcache was fitted to Banking77.
 - **data/written** (pairs we wrote for semcache in 25 domains; see its README): none of the rules
   were written against it.
+- **data/unseen** (pairs we wrote in the styles of real traffic: Q&A-site questions, FAQ bots,
+  assistant intents, multi-sentence tickets, commands; see its README): nothing was fitted to it,
+  neither a rule nor any weight semcache ships.
 - The test splits of STS-B (label_bin), SICK (paraphrase vs contradiction), MRPC and data/pairs. The
   rules were developed on the train splits of these sets, so they are in-distribution for them.
 
@@ -72,6 +75,9 @@ class Point:
 # -- sources -----------------------------------------------------------------------------------
 
 
+UNSEEN = "data/unseen (trained nothing)"
+
+
 def _jsonl(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
@@ -82,6 +88,8 @@ def pair_sets(shared: Path | None) -> dict[str, list[Pair]]:
     sets["data/written (all; unseen by the rules)"] = [
         (str(r["a"]), str(r["b"]), int(r["label"])) for f in written for r in _jsonl(f)
     ]
+    unseen = sorted((ROOT / "data" / "unseen").glob("*.jsonl"))
+    sets[UNSEEN] = [(str(r["a"]), str(r["b"]), int(r["label"])) for f in unseen for r in _jsonl(f)]
     sets["data/pairs (test)"] = [
         (p.a, p.b, int(p.label))
         for p in tuning.load_pairs(ROOT / "data" / "pairs" / "pairs.jsonl", split="test")
