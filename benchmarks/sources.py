@@ -82,14 +82,16 @@ def _jsonl(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
+def _folder_pairs(folder: str) -> list[Pair]:
+    """Every pair of the JSON-lines files in ``data/<folder>``, in file-name order."""
+    files = sorted((ROOT / "data" / folder).glob("*.jsonl"))
+    return [(str(r["a"]), str(r["b"]), int(r["label"])) for f in files for r in _jsonl(f)]
+
+
 def pair_sets(shared: Path | None) -> dict[str, list[Pair]]:
     sets: dict[str, list[Pair]] = {}
-    written = sorted((ROOT / "data" / "written").glob("*.jsonl"))
-    sets["data/written (all; unseen by the rules)"] = [
-        (str(r["a"]), str(r["b"]), int(r["label"])) for f in written for r in _jsonl(f)
-    ]
-    unseen = sorted((ROOT / "data" / "unseen").glob("*.jsonl"))
-    sets[UNSEEN] = [(str(r["a"]), str(r["b"]), int(r["label"])) for f in unseen for r in _jsonl(f)]
+    sets["data/written (all; unseen by the rules)"] = _folder_pairs("written")
+    sets[UNSEEN] = _folder_pairs("unseen")
     sets["data/pairs (test)"] = [
         (p.a, p.b, int(p.label))
         for p in tuning.load_pairs(ROOT / "data" / "pairs" / "pairs.jsonl", split="test")
