@@ -195,7 +195,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--without", choices=SOURCES, help="leave this source out (for LOSO)")
     parser.add_argument("--out", help="where to write the weights (default: the shipped file)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--seed", type=int, default=SEED, help="another seed, to see the noise")
+    parser.add_argument(
+        "--seed", type=int, default=SEED,
+        help="another seed, to see the noise (written beside the copies, never as the shipped part)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     rng = random.Random(args.seed)
@@ -225,11 +228,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from safetensors.numpy import save_file
 
     name = f"without-{args.without}" if args.without else "shipped"
-    out = (
-        Path(args.out)
-        if args.out
-        else (SHIPPED if not args.without else RESULTS / f"{name}.safetensors")
-    )
+    if args.seed != SEED:  # a look at the noise: never in place of the shipped part or its record
+        name += f"-seed{args.seed}"
+    shipped = not args.without and args.seed == SEED
+    out = Path(args.out) if args.out else (SHIPPED if shipped else RESULTS / f"{name}.safetensors")
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(values, str(out))
     out.chmod(0o644)
