@@ -167,6 +167,21 @@ def test_agrees_with_torch(
     assert cosines.min() >= floor, TEXTS[int(cosines.argmin())]
 
 
+def test_int8_weights_fit_in_seven_bits(int8: OnnxEmbedder) -> None:
+    # x86 CPUs without VNNI (AVX2, most AVX-512) multiply uint8 activations by int8 weights in
+    # pairs summed into int16; with VNNI they do not. Two products of 255 by weights of at most 64
+    # make at most 32,640, which int16 holds: every CPU then computes the same integers, so a
+    # fleet's machines embed a request alike.
+    import onnx as onnx_lib
+    from onnx import numpy_helper
+
+    graph = onnx_lib.load(str(int8.load()["int8"])).graph
+    int8_type = onnx_lib.TensorProto.INT8
+    weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == int8_type]
+    assert len(weights) >= 45  # one weight tensor per quantized MatMul, at least
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
+
+
 @pytest.mark.parametrize("which", ["fp32", "int8"])
 def test_vectors_are_unit_float32(which: str, request: pytest.FixtureRequest) -> None:
     model: OnnxEmbedder = request.getfixturevalue(which)

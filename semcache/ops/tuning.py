@@ -168,6 +168,10 @@ def embed_texts(
         # The name alone is not enough: torch and ONNX runtimes of one model share it, and their
         # vectors differ slightly (cosine >= 0.995); a cache of one must not answer for the other.
         runtime = str(getattr(embedder, "backend", type(embedder).__name__))
+        if runtime.startswith("onnx"):  # and so do the files of two export recipes
+            from semcache.embedding.onnx_export import RECIPE
+
+            runtime += f"-r{RECIPE.split(':', 1)[0]}"
         slug = re.sub(r"[^\w.-]+", "_", f"{embedder.name}-{runtime}")
         path = Path(cache_dir) / f"{slug}-{digest}.npz"
         if path.exists():
