@@ -34,17 +34,16 @@ from machine import describe
 from sources import (
     ROOT,
     Decide,
-    Point,
     _jsonl,
     arguments,
     banking,
+    cell,
     cosine_at,
     cosine_curve,
     curve_at,
     pair_point,
     pair_sets,
     stream,
-    verdict,
 )
 
 from semcache.embedding import resolve_embedder
@@ -145,10 +144,6 @@ def _instance(verifier: Verifier) -> Decide:
     return other
 
 
-def _cell(point: Point, cosine: float) -> str:
-    return f"R {point.recall:.3f} P {point.precision:.3f} ({point.wrong}) {verdict(point.precision, cosine)}"
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args, shared = arguments(__doc__.splitlines()[0], argv, threshold=BUNDLED_THRESHOLD)
     if not (shared / "banking77.jsonl").exists():
@@ -207,11 +202,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             warm, queries, vectors, t, _decide(verifier), margin=DEFAULT_MARGIN,
             instance=_instance(verifier),
         )  # fmt: skip
-        cells = [_cell(point, curve_at(curve, point.recall))]
+        cells = [cell(point, curve_at(curve, point.recall))]
         for set_name, pairs in sets.items():
             verifier = make(LEAVES_OUT[set_name])
             point = pair_point(pairs, sims[set_name], t, _decide(verifier))
-            cells.append(_cell(point, cosine_at(pairs, sims[set_name], point.recall)))
+            cells.append(cell(point, cosine_at(pairs, sims[set_name], point.recall)))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [
         "",

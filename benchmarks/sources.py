@@ -265,6 +265,14 @@ def verdict(precision: float, cosine: float) -> str:
     return f"{gap:+.3f} " + ("pays" if gap > 0.0005 else "costs" if gap < -0.0005 else "even")
 
 
+def cell(point: Point, cosine: float) -> str:
+    """A result cell: recall, precision (wrong answers), then the gap to ``cosine``."""
+    return (
+        f"R {point.recall:.3f} P {point.precision:.3f} ({point.wrong}) "
+        f"{verdict(point.precision, cosine)}"
+    )
+
+
 def settings(model_name: str) -> dict[str, Decide]:
     """The default verifier of a cache embedding with ``model_name``, then each check alone."""
     rules = default_verifier_for(model_name)
