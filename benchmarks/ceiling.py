@@ -44,11 +44,13 @@ from embedders import SICK_TRAIN, recall_matched, sims_of
 from machine import describe
 from sources import (
     ROOT,
+    another_instance,
     banking,
     cell,
     cosine_at,
     cosine_curve,
     curve_at,
+    decider,
     pair_point,
     pair_sets,
     stream,
@@ -64,7 +66,7 @@ from semcache.embedding.resolve import (
 from semcache.embedding.torch_runtime import SentenceTransformerEmbedder
 from semcache.ops import tuning
 from semcache.verifiers import RuleVerifier
-from semcache.verifiers.agreement import ANOTHER_INSTANCE, DEFAULT_MARGIN
+from semcache.verifiers.agreement import DEFAULT_MARGIN
 from semcache.verifiers.rules import SUBSTITUTION_BELOW
 
 RESULTS = ROOT / "benchmarks" / "results" / "ceiling.md"
@@ -191,11 +193,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "| model | threshold, gate | " + " | ".join([BANKING, *sets]) + " |",
         "|---|---|" + "---|" * (len(sets) + 1),
     ]
-    probe = RuleVerifier()
-
-    def plain(a: str, b: str, s: float) -> bool:
-        return probe.verify(a, b, s).accept
-
+    plain = decider(RuleVerifier())
     defaults = {
         "bundled MiniLM": (BUNDLED_THRESHOLD, SUBSTITUTION_BELOW),
         "tuned MiniLM (default)": (TUNED_THRESHOLD, TUNED_SUBSTITUTION_BELOW),
@@ -206,24 +204,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             recall_matched(dev, base, v, plain, SUBSTITUTION_BELOW),
         )
         rules = RuleVerifier(substitution_below=gate)
-
-        def decide(a: str, b: str, s: float, rules: RuleVerifier = rules) -> bool:
-            return rules.verify(a, b, s).accept
-
-        def other_instance(a: str, b: str, s: float, rules: RuleVerifier = rules) -> bool:
-            verdict_ = rules.verify(a, b, s)
-            return not verdict_.accept and verdict_.stage in ANOTHER_INSTANCE
-
+        decide = decider(rules)
         point = stream(
-            warm, queries, v, threshold, decide, margin=DEFAULT_MARGIN, instance=other_instance
-        )
+            warm, queries, v, threshold, decide, margin=DEFAULT_MARGIN,
+            instance=another_instance(rules),
+        )  # fmt: skip
         cells = [cell(point, curve_at(curves[name], point.recall))]
         for column, pairs in sets.items():
             got = pair_point(pairs, sims[name][column], threshold, decide)
             cells.append(cell(got, cosine_at(pairs, sims[name][column], got.recall)))
         lines.append(f"| {name} | {threshold:.3f}, {gate:.3f} | " + " | ".join(cells) + " |")
 
-    lines += _timings(models, folders)
+    lines += _timings(models)
     sha = {f.name: _sha256(f / "model.safetensors") for f in folders}
     if sha:
         lines += ["", "Model files: " + json.dumps(sha)]
@@ -233,19 +225,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         RESULTS.write_text(text, encoding="utf-8")
 
 
-def _timings(models: dict[str, Embedder], folders: Sequence[Path]) -> list[str]:
+def _timings(models: dict[str, Embedder]) -> list[str]:
     """Median ms per request text, one text per call on one thread: the demo's ticket texts."""
     import torch
 
     torch.set_num_threads(1)
     rows = [json.loads(line) for line in (ROOT / "data" / "tickets.jsonl").read_text().splitlines()]
     texts = [str(r["text"]) for r in rows][:TIMED_TEXTS]
+    # torch's thread count is the process's, so the models that embedded above now run on one.
     timed: dict[str, Embedder] = {
         **models,
         "bundled MiniLM on torch": SentenceTransformerEmbedder(),
     }
-    for folder in folders:  # fresh instances: the ones above ran on every thread
-        timed[folder.name] = SentenceTransformerEmbedder(str(folder))
     medians = {}
     for name, embedder in timed.items():
         embedder.embed(texts[:5])  # load and warm up
@@ -274,11 +265,8 @@ def _timings(models: dict[str, Embedder], folders: Sequence[Path]) -> list[str]:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
 
 
 if __name__ == "__main__":

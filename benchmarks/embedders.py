@@ -36,12 +36,14 @@ from machine import describe
 from sources import (
     Decide,
     Pair,
+    another_instance,
     arguments,
     banking,
     cell,
     cosine_at,
     cosine_curve,
     curve_at,
+    decider,
     pair_point,
     pair_sets,
     stream,
@@ -56,7 +58,7 @@ from semcache.embedding.resolve import (
 )
 from semcache.ops import tuning
 from semcache.verifiers import RuleVerifier, default_verifier
-from semcache.verifiers.agreement import ANOTHER_INSTANCE, DEFAULT_MARGIN
+from semcache.verifiers.agreement import DEFAULT_MARGIN
 from semcache.verifiers.rules import SUBSTITUTION_BELOW
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,12 +109,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     verifier = default_verifier()
 
-    def rules(a: str, b: str, s: float) -> bool:
-        return verifier.verify(a, b, s).accept
-
-    def other_instance(a: str, b: str, s: float) -> bool:
-        v = verifier.verify(a, b, s)
-        return not v.accept and v.stage in ANOTHER_INSTANCE
+    rules, other_instance = decider(verifier), another_instance(verifier)
 
     t = args.threshold
     base_curve = cosine_curve(warm, queries, vectors["bundled"])
@@ -140,11 +137,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     rule_threshold = recall_matched(dev, vectors["bundled"], vectors["tuned"], rules, t)
     # The rules' other similarity constant, the substitution check's gate, mapped by the same rule.
     rule_gate = recall_matched(dev, vectors["bundled"], vectors["tuned"], rules, SUBSTITUTION_BELOW)
-    matched, gate = TUNED_THRESHOLD, TUNED_SUBSTITUTION_BELOW
-    gated = RuleVerifier(substitution_below=gate)
-
-    def gated_rules(a: str, b: str, s: float) -> bool:
-        return gated.verify(a, b, s).accept
+    tuned_t, gate = TUNED_THRESHOLD, TUNED_SUBSTITUTION_BELOW
+    gated_rules = decider(RuleVerifier(substitution_below=gate))
 
     columns = [BANKING, *sets]
     rows: list[tuple[str, str | None, Decide | None, float]] = [
@@ -154,12 +148,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         ("tuned (shipped), the rules (+ agreement)", "tuned", rules, t),
         ("tuned without the scored source, cosine alone", None, None, t),
         ("tuned without the scored source, the rules (+ agreement)", None, rules, t),
-        (f"tuned (shipped), the rules, at {matched:.3f}", "tuned", rules, matched),
-        (f"tuned without the scored source, the rules, at {matched:.3f}", None, rules, matched),
-        (f"tuned (shipped), the rules with substitution below {gate:.3f}, at {matched:.3f}",
-         "tuned", gated_rules, matched),
+        (f"tuned (shipped), the rules, at {tuned_t:.3f}", "tuned", rules, tuned_t),
+        (f"tuned without the scored source, the rules, at {tuned_t:.3f}", None, rules, tuned_t),
+        (f"tuned (shipped), the rules with substitution below {gate:.3f}, at {tuned_t:.3f}",
+         "tuned", gated_rules, tuned_t),
         (f"tuned without the scored source, the rules with substitution below {gate:.3f}, at "
-         f"{matched:.3f}", None, gated_rules, matched),
+         f"{tuned_t:.3f}", None, gated_rules, tuned_t),
     ]  # fmt: skip
     lines = [
         "# Embedders: the tuned MiniLM on sources it was not trained on",
@@ -171,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "",
         "Each cell: recall (hit rate on the stream), precision (wrong answers) at the threshold, then",
         "the gap to a bare cosine threshold on the bundled model at the same recall. The last four",
-        f"rows run the tuned model at its default threshold, {matched:.3f}: the threshold at which "
+        f"rows run the tuned model at its default threshold, {tuned_t:.3f}: the threshold at which "
         f"it kept, with the rules, the recall the bundled model has at {t} on STS-B's dev split (a "
         "rule fixed before any test number was read; the dev split trained nothing). The last two",
         f"also use its default substitution gate, {gate:.3f}: the bundled model's "
@@ -181,14 +175,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         "| setting | " + " | ".join(columns) + " |",
         "|---|" + "---|" * len(columns),
     ]
-    for label, name, decider, at in rows:
+    for label, name, decide, at in rows:
         cells = []
         for column in columns:
             which = name or held_out(column)
             if column == BANKING:
-                cells.append(stream_cell(which, decider or _always, decider is not None, at))
+                cells.append(stream_cell(which, decide or _always, decide is not None, at))
             else:
-                cells.append(pair_cell(which, column, decider or _always, at))
+                cells.append(pair_cell(which, column, decide or _always, at))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += [
         "",

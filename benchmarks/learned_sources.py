@@ -33,14 +33,15 @@ import numpy as np
 from machine import describe
 from sources import (
     ROOT,
-    Decide,
     _jsonl,
+    another_instance,
     arguments,
     banking,
     cell,
     cosine_at,
     cosine_curve,
     curve_at,
+    decider,
     pair_point,
     pair_sets,
     stream,
@@ -50,7 +51,7 @@ from semcache.embedding import resolve_embedder
 from semcache.embedding.resolve import BUNDLED_THRESHOLD
 from semcache.ops import tuning
 from semcache.verifiers import Chain, LearnedVerifier, default_verifier
-from semcache.verifiers.agreement import ANOTHER_INSTANCE, DEFAULT_MARGIN
+from semcache.verifiers.agreement import DEFAULT_MARGIN
 from semcache.verifiers.base import Verifier
 from semcache.verifiers.training import train
 
@@ -132,18 +133,6 @@ def fit_without(
     return train([r for r, _ in kept], [s for _, s in kept])
 
 
-def _decide(verifier: Verifier) -> Decide:
-    return lambda a, b, s: verifier.verify(a, b, s).accept
-
-
-def _instance(verifier: Verifier) -> Decide:
-    def other(a: str, b: str, s: float) -> bool:
-        v = verifier.verify(a, b, s)
-        return not v.accept and v.stage in ANOTHER_INSTANCE
-
-    return other
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args, shared = arguments(__doc__.splitlines()[0], argv, threshold=BUNDLED_THRESHOLD)
     if not (shared / "banking77.jsonl").exists():
@@ -199,13 +188,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name, make in settings:
         verifier = make("Banking77 (train)")
         point = stream(
-            warm, queries, vectors, t, _decide(verifier), margin=DEFAULT_MARGIN,
-            instance=_instance(verifier),
+            warm, queries, vectors, t, decider(verifier), margin=DEFAULT_MARGIN,
+            instance=another_instance(verifier),
         )  # fmt: skip
         cells = [cell(point, curve_at(curve, point.recall))]
         for set_name, pairs in sets.items():
             verifier = make(LEAVES_OUT[set_name])
-            point = pair_point(pairs, sims[set_name], t, _decide(verifier))
+            point = pair_point(pairs, sims[set_name], t, decider(verifier))
             cells.append(cell(point, cosine_at(pairs, sims[set_name], point.recall)))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [

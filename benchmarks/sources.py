@@ -277,22 +277,34 @@ def settings(model_name: str) -> dict[str, Decide]:
     """The default verifier of a cache embedding with ``model_name``, then each check alone."""
     rules = default_verifier_for(model_name)
     gate = substitution_gate(model_name) or SUBSTITUTION_BELOW
-    out: dict[str, Decide] = {"rules (default)": _decider(rules)}
+    out: dict[str, Decide] = {"rules (default)": decider(rules)}
     for check in (*DEFAULT_CHECKS, *(c for c in CHECKS if c not in DEFAULT_CHECKS)):
         if check == "substitution":
             below = f"below {gate:.3f} (the default)"
-            out[f"check: substitution {below}"] = _decider(
+            out[f"check: substitution {below}"] = decider(
                 RuleVerifier(checks=(check,), substitution_below=gate)
             )
             every = RuleVerifier(checks=(check,), substitution_below=None)
-            out["check: substitution on every candidate"] = _decider(every)
+            out["check: substitution on every candidate"] = decider(every)
             continue
-        out[f"check: {check}"] = _decider(RuleVerifier(checks=(check,)))
+        out[f"check: {check}"] = decider(RuleVerifier(checks=(check,)))
     return out
 
 
-def _decider(verifier: Verifier) -> Decide:
+def decider(verifier: Verifier) -> Decide:
+    """``verifier``'s accept or veto as a ``Decide``."""
     return lambda a, b, s: verifier.verify(a, b, s).accept
+
+
+def another_instance(verifier: Verifier) -> Decide:
+    """Whether ``verifier`` vetoes a pair as another instance of the request (another order
+    number, date, ...): such a rival does not count against a candidate in answer agreement."""
+
+    def other(a: str, b: str, s: float) -> bool:
+        verdict = verifier.verify(a, b, s)
+        return not verdict.accept and verdict.stage in ANOTHER_INSTANCE
+
+    return other
 
 
 def arguments(
@@ -352,10 +364,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         def vetoed(a: str, b: str, s: float) -> bool:
             return not verifier.verify(a, b, s).accept
 
-        def other_instance(a: str, b: str, s: float) -> bool:
-            verdict = verifier.verify(a, b, s)
-            return not verdict.accept and verdict.stage in ANOTHER_INSTANCE
-
+        other_instance = another_instance(verifier)
         margin = DEFAULT_MARGIN
         for name, point in [
             (
